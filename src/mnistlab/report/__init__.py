@@ -1,0 +1,1 @@
+"""Tables and reports, read from the store. Never imports torch."""
