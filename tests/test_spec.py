@@ -132,3 +132,8 @@ def test_missing_file(tmp_path):
     from mnistlab.spec import load_study
     with pytest.raises(StudyError, match="no such study file"):
         load_study(tmp_path / "nope.toml")
+
+
+def test_identical_models_are_an_error_not_a_silent_merge():
+    twin = BASE + '\n[[model]]\nname = "twin"\nlayers = ["Dense({units}, activation=\'relu\')", "Dense(10, activation=\'softmax\')"]\n'
+    assert "'twin [learning_rate=0.01, units=32]' and 'mlp [learning_rate=0.01, units=32]' resolve to the same run" in error(twin)

@@ -255,6 +255,13 @@ def expand(study: Study) -> list[RunSpec]:
             point = dict(zip(keys, values))
             for repeat in range(repeats):
                 runs.append(_resolve(study, model, point, repeat))
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        if run.id in seen:
+            raise StudyError(f"{study.where(run.model)}: {run.label!r} and {seen[run.id].label!r} resolve to the "
+                             "same run (same layers, settings and seed) and would train the same weights; "
+                             "remove one, or use repeats = N for more seeds")
+        seen[run.id] = run
     return runs
 
 

@@ -1,0 +1,37 @@
+# `make demo`: set up .venv, get MNIST, train studies/quick.toml, print the table, write the report.
+# `make test`: set up .venv (+ Chromium for the browser test where apt is available), run the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test chromium bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/mnistlab data fetch
+	$(BIN)/mnistlab run studies/quick.toml
+	$(BIN)/mnistlab report studies/quick.toml -o reports/quick.html
+
+test: $(BIN)/.installed chromium
+	$(BIN)/mnistlab data fetch
+	$(BIN)/python -m pytest -q
+
+# Debian's Chromium renders the report in the end-to-end test; without it that test is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser test will be skipped"; \
+	  else echo "chromium not installed and apt unavailable: the browser test will be skipped"; fi; }
+
+bench: $(BIN)/.installed
+	bash benchmarks/setup_peers.sh
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) reports studies/mnistlab.db* studies/mnistlab-artifacts

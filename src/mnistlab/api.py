@@ -1,0 +1,61 @@
+"""The Python entry points: ``load_study`` checks everything a study names; ``run`` trains it.
+
+>>> study = load_study("studies/quick.toml")
+>>> run(study).trained        # ids of the runs trained by this call
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import spec as spec_module
+from .data import DATASETS
+from .layers import LayerError, check_model, input_kind
+from .optim import OptimizerError, optimizer_defaults
+from .runner import Outcome, Reporter, run_study
+from .spec import Study, StudyError, expand
+from .store import Store
+
+
+def load_study(path: str | Path) -> Study:
+    """Read a study file and check every layer, optimizer and dataset it names, before anything trains."""
+    study = spec_module.load_study(path)
+    check_study(study)
+    return study
+
+
+def check_study(study: Study) -> None:
+    if study.dataset not in DATASETS:
+        from .calls import did_you_mean
+        raise StudyError(f"{study.where('dataset')}: dataset {study.dataset!r} is unknown; "
+                         f"{did_you_mean(study.dataset, DATASETS)}")
+    checked: set[tuple[str, ...]] = set()
+    for run in expand(study):
+        try:
+            optimizer_defaults(run.optimizer_call())
+        except OptimizerError as exc:
+            raise StudyError(f"{study.where('optimizer')}: model {run.model!r}: optimizer: {exc}") from None
+        if run.layers in checked:
+            continue
+        checked.add(run.layers)
+        entry = next(m for m in study.models if m.name == run.model)
+        try:
+            calls = run.layer_calls()
+            shape = (1, 28, 28) if input_kind(calls) == "image" else (784,)
+            check_model(calls, shape)
+        except LayerError as exc:
+            layer = entry.layers[exc.index] if exc.index is not None and exc.index < len(entry.layers) else None
+            where = f"layer {exc.index + 1} {layer!r}: " if layer else ""
+            point = f" [{run.point}]" if run.point else ""
+            raise StudyError(f"{study.where(layer or run.model)}: model {run.model!r}{point}: "
+                             f"{where}{exc.message}") from None
+
+
+def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
+        retry_failed: bool = False) -> Outcome:
+    """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it."""
+    if not isinstance(study, Study):
+        study = load_study(study)
+    if not isinstance(store, Store):
+        store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
+    return run_study(study, store, reporter, retry_failed=retry_failed)

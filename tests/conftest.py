@@ -1,0 +1,34 @@
+"""Shared fixtures: real MNIST (fetched once into the cache by `make test`), small study files."""
+
+import textwrap
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST as uint8 arrays; `make test` fetches it first (offline source where no mirror answers)."""
+    from mnistlab.data import load_arrays
+    return load_arrays("mnist")
+
+
+@pytest.fixture
+def write_study(tmp_path):
+    """write_study(text) -> path of a study file in a fresh directory (its store goes beside it)."""
+    def write(text: str, name: str = "study.toml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+    return write
+
+
+MLP = ["Dense(64, activation='relu')", "Dense(10, activation='softmax')"]
+
+
+def tiny_study(name="tiny", models=None, epochs=2, train_size=2000, test_size=500, extra="", optimizer="adam"):
+    """A study text of small MLPs on MNIST slices: trains in about a second per run."""
+    models = models or {"a": MLP}
+    blocks = "".join(f'\n[[model]]\nname = "{m}"\nlayers = {layers!r}\n'.replace("\"Dense", "\"Dense")
+                      for m, layers in models.items())
+    return (f'name = "{name}"\nseed = 7\n{extra}\n[train]\nepochs = {epochs}\nbatch_size = 64\n'
+            f'optimizer = "{optimizer}"\ntrain_size = {train_size}\ntest_size = {test_size}\n{blocks}')

@@ -1,0 +1,172 @@
+"""Studies end to end through the store: skip, resume after SIGKILL, retry, divergence, edits, two writers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MLP, tiny_study
+from mnistlab.api import load_study, run
+from mnistlab.store import Store
+
+CLI = [sys.executable, "-m", "mnistlab.cli"]
+
+
+def mnistlab(*args, cwd=None, check=True):
+    done = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"mnistlab {args} exited {done.returncode}: {done.stderr}")
+    return done
+
+
+def store_of(path):
+    return Store.for_study(path)
+
+
+def test_cli_run_prints_table_and_second_run_skips_everything(write_study, mnist):
+    path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}))
+    first = mnistlab("run", path)
+    assert "study tiny" in first.stdout and "a" in first.stdout and "b" in first.stdout
+    assert "trained 2" in first.stderr
+    runs = store_of(path).runs(study="tiny")
+    assert [r["status"] for r in runs] == ["done", "done"] and all(r["test_accuracy"] > 0.5 for r in runs)
+    started = {r["id"]: r["started"] for r in runs}
+    second = mnistlab("run", path)
+    assert "trained 0" in second.stderr and "skipped 2" in second.stderr
+    assert {r["id"]: r["started"] for r in store_of(path).runs(study="tiny")} == started
+    assert len(store_of(path).history(runs[0]["id"])) == 2
+
+
+def test_study_edited_between_runs_retrains_only_changed_runs(write_study, mnist):
+    path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1))
+    outcome = run(load_study(path))
+    assert len(outcome.trained) == 2
+    path.write_text(path.read_text().replace("Dense(64", "Dense(48"))
+    outcome = run(load_study(path))
+    assert len(outcome.trained) == 1 and len(outcome.skipped) == 1
+    assert [r["model"] for r in store_of(path).runs(study="tiny")] == ["a", "b"]
+
+
+def test_diverging_run_recorded_while_study_goes_on(write_study, mnist):
+    text = tiny_study(models={"wild": MLP, "calm": ["Dense(10, activation='softmax')"]}, epochs=2).replace(
+        'name = "wild"', 'name = "wild"\noptimizer = "SGD(learning_rate=1e30)"')
+    path = write_study(text)
+    outcome = run(load_study(path))
+    assert len(outcome.diverged) == 1 and len(outcome.trained) == 2
+    runs = {r["model"]: r for r in store_of(path).runs(study="tiny")}
+    assert runs["wild"]["status"] == "diverged" and "nan" in runs["wild"]["error"].lower()
+    assert runs["calm"]["status"] == "done"
+    table = mnistlab("table", path, "--format", "markdown").stdout
+    assert "1 diverged" in table
+
+
+def test_failed_run_retried_only_with_retry_failed(write_study, mnist, monkeypatch):
+    import mnistlab.runner as runner
+    path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1))
+    real_fit = runner.fit
+
+    def flaky(spec, *args, **kwargs):
+        if spec.model == "a":
+            raise RuntimeError("disk on fire\nsecond line")
+        return real_fit(spec, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", flaky)
+    outcome = run(load_study(path))
+    assert len(outcome.failed) == 1
+    failed = store_of(path).runs(study="tiny")[0]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: disk on fire"
+    monkeypatch.setattr(runner, "fit", real_fit)
+    assert run(load_study(path)).trained == []
+    assert len(run(load_study(path), retry_failed=True).trained) == 1
+    assert {r["status"] for r in store_of(path).runs(study="tiny")} == {"done"}
+
+
+def test_sigkill_mid_epoch_then_rerun_loses_and_repeats_nothing(write_study, mnist, tmp_path):
+    models = {"first": MLP, "second": ["Dense(128, activation='relu')", "Dropout(0.2)", "Dense(10, activation='softmax')"],
+              "third": ["Dense(10, activation='softmax')"]}
+    text = tiny_study(models=models, epochs=4, train_size=20_000, test_size=1000)
+    path = write_study(text)
+    proc = subprocess.Popen([*CLI, "run", str(path), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = store_of(path)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until "second" has finished an epoch and is inside the next
+        runs = store.runs(study="tiny") if (path.parent / "mnistlab.db").exists() else []
+        if len(runs) == 3 and runs[1]["epochs_done"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.15)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["model"]: r for r in store.runs(study="tiny")}
+    assert before["first"]["status"] == "done" and before["second"]["status"] == "running"
+    kept_epochs = store.history(before["second"]["id"])
+    assert 2 <= len(kept_epochs) < 4
+
+    outcome = run(load_study(path))
+    after = {r["model"]: r for r in store.runs(study="tiny")}
+    assert outcome.skipped == [before["first"]["id"]]  # nothing finished was retrained
+    assert outcome.resumed == [before["second"]["id"]]
+    assert after["first"]["finished"] == before["first"]["finished"]
+    history = store.history(after["second"]["id"])
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[:len(kept_epochs)] == kept_epochs  # nothing lost
+
+    (tmp_path / "ref").mkdir()
+    reference = write_study(text.replace('name = "tiny"', 'name = "ref"'), name="ref/study.toml")
+    run(load_study(reference))
+    ref = {r["model"]: r for r in store_of(reference).runs(study="ref")}
+    for model in models:  # the interrupted study ends exactly where an uninterrupted one does
+        assert after[model]["test_loss"] == pytest.approx(ref[model]["test_loss"], rel=1e-6, abs=1e-7)
+        assert after[model]["test_accuracy"] == ref[model]["test_accuracy"]
+
+
+def test_two_processes_on_one_database_lose_and_repeat_nothing(write_study, mnist):
+    models = {f"m{i}": [f"Dense({16 + i}, activation='relu')", "Dense(10, activation='softmax')"] for i in range(6)}
+    path = write_study(tiny_study(models=models, epochs=2, train_size=3000))
+    code = ("import json, sys; from mnistlab.api import load_study, run; "
+            "o = run(load_study(sys.argv[1])); print(json.dumps(o.trained + o.resumed))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    trained = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(trained[0] + trained[1]) == sorted(r["id"] for r in store_of(path).runs(study="tiny"))
+    assert trained[0] and trained[1], "both processes should have found work"
+    store = store_of(path)
+    for r in store.runs(study="tiny"):
+        assert r["status"] == "done" and [h["epoch"] for h in store.history(r["id"])] == [1, 2]
+
+
+def test_cli_errors_are_one_line_without_traceback(write_study, tmp_path):
+    bad = write_study(tiny_study(models={"a": ["Dence(64)", "Dense(10, activation='softmax')"]}))
+    done = mnistlab("run", bad, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "layer 1 'Dence(64)': unknown layer 'Dence'; did you mean 'Dense'?" in done.stderr
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00garbage" * 64)
+    done = mnistlab("ls", "--store", junk, check=False)
+    assert done.returncode == 2 and "not a readable database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ls_show_table_and_abbreviated_ids(write_study, mnist):
+    path = write_study(tiny_study(epochs=1))
+    mnistlab("run", path, "-q")
+    store = store_of(path)
+    run_id = store.runs(study="tiny")[0]["id"]
+    db = path.parent / "mnistlab.db"
+    listing = mnistlab("ls", "--store", db).stdout
+    assert "tiny" in listing and "1 done" in listing
+    assert run_id[:8] in mnistlab("ls", path).stdout
+    shown = mnistlab("show", run_id[:6], "--store", db).stdout
+    assert f"run {run_id}" in shown and "val_accuracy" in shown and "Dense(64, activation='relu')" in shown
+    as_json = json.loads(mnistlab("table", path, "--format", "json").stdout)
+    assert as_json[0]["test_accuracy"]["n"] == 1 and as_json[0]["runs"] == [run_id]
+
+
+def test_every_command_has_help():
+    for command in ["run", "summary", "ls", "show", "table", "report", "data fetch", "data info"]:
+        done = mnistlab(*command.split(), "--help")
+        assert "Usage" in done.stdout and len(done.stdout.splitlines()) > 3
