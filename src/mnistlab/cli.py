@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -137,7 +138,7 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
     for r in db.runs(study=_study_name(study)):
         acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—"
         secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"
-        table.add_row(r["id"][:8], r["model"] + (f" [{r['point']}]" if r["point"] else ""), str(r["repeat"]),
+        table.add_row(r["id"][:8], escape(r["model"] + (f" [{r['point']}]" if r["point"] else "")), str(r["repeat"]),
                       r["status"], f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
     out.print(table)
 
@@ -225,7 +226,7 @@ def _print_table(db, study: str) -> None:
     table = Table(*HEADERS, title=f"study {study}")
     metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
     for row in rows:
-        cells = text_cells(row)
+        cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
         for col, metric in metric_of.items():
             if winners.get(metric) == row.label and len(rows) > 1:
                 cells[col] = f"[bold green]{cells[col]}[/bold green]"

@@ -1,0 +1,413 @@
+"""The HTML report: one self-contained file (plotly.js inlined once, no URL), optional PNG figures.
+
+>>> write_report(Store("sqlite:///mnistlab.db"), "quick", "quick-report.html", png_dir="figures")
+
+The table is :func:`.table.comparison`, the terminal table's code path. Every string a user wrote
+(study, description, model names, grid points, optimizer text) is escaped with :func:`html.escape`;
+figure JSON is embedded with every ``<`` and ``>`` as ``\\u003c``/``\\u003e`` so no name can end
+its ``<script>``. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import plotly.graph_objects as go
+import plotly.offline
+
+from ..store import Store
+from . import figures
+from .figures import ImageCache, kernels, slug
+from .table import HIGHER_IS_BETTER, Row, best, comparison
+
+PNG_HINT = ("pip install 'mnistlab[png]' (kaleido, which drives a Chrome or Chromium: "
+            "install one too, e.g. apt-get install chromium)")
+METRIC_COLUMNS = [("train_loss", "train loss", 4), ("train_accuracy", "train acc", 4),
+                  ("test_loss", "test loss", 4), ("test_accuracy", "test acc", 4)]
+
+
+class ReportError(Exception):
+    """The report cannot be written: one line saying why and what to do."""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+@dataclass
+class Page:
+    """The figures collected while sections render; each becomes a div plus its JSON."""
+
+    figures: list[tuple[str, go.Figure]] = field(default_factory=list)  # (file stem, figure)
+
+    def figure(self, stem: str, fig: go.Figure) -> str:
+        i = len(self.figures)
+        self.figures.append((f"{i + 1:02d}-{stem}", fig))
+        height = int(fig.layout.height or 450)
+        return (f'<div class="plot" id="fig-{i}" data-fig="fig-{i}-data" data-stem="{self.figures[-1][0]}" '
+                f'style="height:{height}px"></div>')
+
+    def scripts(self) -> str:
+        return "\n".join(f'<script type="application/json" id="fig-{i}-data">{embed_json(fig)}</script>'
+                         for i, (_, fig) in enumerate(self.figures))
+
+
+def embed_json(fig: go.Figure) -> str:
+    """The figure's JSON, safe inside ``<script>``: no ``<`` or ``>`` can close it or open a comment."""
+    return fig.to_json().replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+@dataclass
+class Study:
+    """What the sections read: the store's study record, runs, histories and the table rows."""
+
+    store: Store
+    record: dict[str, Any]
+    rows: list[Row]
+    runs: dict[str, dict[str, Any]]  # run id -> run
+    histories: dict[str, list[dict[str, Any]]]
+
+    def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
+        runs = [self.runs[i] for i in row.run_ids]
+        return [r for r in runs if r["status"] == "done"] if done_only else runs
+
+
+def load(store: Store, name: str) -> Study:
+    record = store.study(name)
+    if record is None:
+        known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
+        raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
+                          "run it first with `mnistlab run STUDY.toml`")
+    runs = {r["id"]: r for r in store.runs(study=name)}
+    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+
+
+def write_report(store: Store, study_name: str, target_path: str | Path,
+                 png_dir: str | Path | None = None) -> Path:
+    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``)."""
+    study = load(store, study_name)
+    if png_dir is not None and not figures.kaleido_installed():
+        raise ReportError(f"--png needs kaleido: {PNG_HINT}")
+    page = Page()
+    text = render(study, page)
+    target = Path(target_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    if png_dir is not None:
+        export_png(page.figures, Path(png_dir))
+    return target
+
+
+def render(study: Study, page: Page) -> str:
+    sections = [("table", "Comparison", table_section(study)),
+                ("curves", "Training curves", curves_section(study, page)),
+                ("overlay", "All models", overlay_section(study, page)),
+                ("sweeps", "Sweeps", sweeps_section(study, page)),
+                ("weights", "Weights", weights_section(study, page)),
+                ("confusion", "Confusion and mistakes", confusion_section(study, page)),
+                ("source", "Study file", source_section(study))]
+    sections = [s for s in sections if s[2]]
+    toc = "".join(f'<li><a href="#{key}">{title}</a></li>' for key, title, _ in sections)
+    body = "\n".join(f'<section id="{key}"><h2>{title}</h2>\n{content}</section>' for key, title, content in sections)
+    name = esc(study.record["name"])
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>{name} · mnistlab report</title>\n<style>{CSS}</style>\n<script>{HEAD_JS}</script>\n'
+            f'<script>{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body><main>\n'
+            f'{header(study)}\n<nav class="toc card"><b>Contents</b><ol>{toc}</ol></nav>\n{body}\n'
+            f'<footer class="note">Written by mnistlab on {_now()}.</footer></main>\n'
+            f'{page.scripts()}\n<script>{TAIL_JS}</script>\n</body></html>\n')
+
+
+# ---------------------------------------------------------------- header
+def header(study: Study) -> str:
+    record, runs = study.record, list(study.runs.values())
+    facts = "".join(f"<dt>{term}</dt><dd>{value}</dd>" for term, value in header_facts(record, runs) if value)
+    description = record.get("description") or ""
+    return (f'<header class="card"><div class="kicker">mnistlab study report</div><h1>{esc(record["name"])}</h1>'
+            + (f'<p class="desc">{esc(description)}</p>' if description.strip() else "")
+            + f'<dl class="facts">{facts}</dl></header>')
+
+
+def header_facts(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(term, escaped HTML) pairs for the header's definition list."""
+    specs = [r["spec"] for r in runs]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    started = [r["started"] for r in runs if r.get("started")]
+    finished = [r["finished"] for r in runs if r.get("finished")]
+    seconds = [r["seconds"] for r in runs if r.get("seconds")]
+    sizes = _distinct(specs, lambda s: ", ".join(f"{k.split('_')[0]} {s[k]:,}" for k in ("train_size", "test_size")
+                                                 if s.get(k)))
+    return [("dataset", esc(_distinct(specs, lambda s: s["dataset"])) + (f" ({esc(sizes)})" if sizes else "")),
+            ("runs", f"{len(runs)}: " + " ".join(_badge(s, f"{n} {s}") for s, n in sorted(counts.items()))),
+            ("epochs", esc(_distinct(specs, lambda s: s["epochs"]))),
+            ("batch size", esc(_distinct(specs, lambda s: s["batch_size"]))),
+            ("optimizer", esc(_distinct(specs, lambda s: s["optimizer"]))),
+            ("loss", esc(_distinct(specs, lambda s: s.get("loss", "")))),
+            ("validation", esc(_distinct(specs, lambda s: s.get("validation", "")))),
+            ("trained", f"{_time(min(started))} → {_time(max(finished))}" if started and finished else ""),
+            ("total training time", _duration(sum(seconds)) if seconds else ""),
+            ("software", esc(_distinct(runs, _software))),
+            ("hardware", esc(_distinct(runs, _hardware))),
+            ("study file", esc(record.get("path") or ""))]
+
+
+def _software(run: dict[str, Any]) -> str:
+    env = run.get("environment") or {}
+    return " · ".join(f"{name} {env[key]}" for key, name in (("mnistlab", "mnistlab"), ("torch", "torch"),
+                                                             ("python", "Python")) if env.get(key))
+
+
+def _hardware(run: dict[str, Any]) -> str:
+    env = run.get("environment") or {}
+    if not env:
+        return ""
+    threads = f", {env['threads']} threads of {env['cpus']} CPUs" if env.get("threads") else ""
+    name = f" ({env['device_name']})" if env.get("device_name") else ""
+    where = f"; {env['platform']}" if env.get("platform") else ""
+    return f"{env.get('device', '?')}{name}{threads}{where}"
+
+
+def _distinct(items: list[Any], key: Callable[[Any], Any], most: int = 4) -> str:
+    """The distinct values in order: ``a | b | c``, or the first ``most`` and how many in all."""
+    values: list[str] = []
+    for item in items:
+        value = str(key(item))
+        if value and value not in values:
+            values.append(value)
+    more = f" | … ({len(values)} in all)" if len(values) > most else ""
+    return " | ".join(values[:most]) + more
+
+
+# ---------------------------------------------------------------- table
+def table_section(study: Study) -> str:
+    rows = study.rows
+    if not rows:
+        return '<p class="note card">This study has no runs yet.</p>'
+    winners = best(rows)
+    has_sweep = any(r.sweep for r in rows)
+    heads = ["model", "parameters", "optimizer"] + (["sweep"] if has_sweep else []) \
+        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"]
+    numeric = {"parameters", "epochs", "seconds", *(label for _, label, _ in METRIC_COLUMNS)}
+    head = "".join(f'<th scope="col"{" class=num" if h in numeric else ""} title="click to sort">{h}</th>'
+                   for h in heads)
+    body = "\n".join(_table_row(r, winners, has_sweep) for r in rows)
+    arrows = ", ".join(f"{label} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m, label, _ in METRIC_COLUMNS)
+    return (f'<div class="card"><div class="table-wrap"><table class="sortable" id="comparison">'
+            f'<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+            f'<p class="note">Mean ± sample std (n = done runs) over repeats; the best mean per column is '
+            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.</p></div>')
+
+
+def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
+    cells = [_cell(row.model, classes="model"),
+             _cell(f"{row.params:,}" if row.params else "—", row.params or "", "num"), _breakable(row.optimizer)]
+    if has_sweep:
+        cells.append(_breakable(figures.sweep_text(row.sweep), after=",="))
+    for metric, _, digits in [*METRIC_COLUMNS]:
+        cells.append(_metric_cell(row, metric, digits, winners))
+    cells.append(_cell(str(row.epochs), row.epochs, "num"))
+    cells.append(_metric_cell(row, "seconds", 1, winners))
+    badges = "".join(_badge(s, s if len(row.statuses) == 1 and n == 1 else f"{n} {s}")
+                     for s, n in sorted(row.statuses.items()))
+    cells.append(f'<td data-sort="{esc(row.status)}">{badges}</td>')
+    mark = "" if row.status == "done" else ' class="incomplete"'
+    return f'<tr{mark} data-label="{esc(row.label)}">{"".join(cells)}</tr>'
+
+
+def _metric_cell(row: Row, metric: str, digits: int, winners: dict[str, str]) -> str:
+    stat = row.stats[metric]
+    classes = "num best" if winners.get(metric) == row.label else "num"
+    tip = f" title=\"95% CI {stat.ci95[0]:.{digits + 1}f} – {stat.ci95[1]:.{digits + 1}f}\"" if stat.ci95 else ""
+    sort = repr(stat.mean) if stat.n else ""
+    mean, _, spread = stat.text(digits).partition(" ")  # the spread on a second line keeps the table narrow
+    text = esc(mean) + (f' <span class="spread">{esc(spread)}</span>' if spread else "")
+    return f'<td class="{classes}" data-metric="{metric}" data-sort="{sort}"{tip}>{text}</td>'
+
+
+def _cell(text: str, sort: Any = None, classes: str = "") -> str:
+    attrs = (f' class="{classes}"' if classes else "") + (f' data-sort="{sort}"' if sort is not None else "")
+    return f"<td{attrs}>{esc(text)}</td>"
+
+
+def _breakable(text: str, after: str = "(,") -> str:
+    """A cell whose text may wrap only after these characters (``adam(`` / ``learning_rate=0.01)``)."""
+    return "<td>" + re.sub(f"([{re.escape(after)}])", r"\1<wbr>", esc(text)) + "</td>"
+
+
+def _badge(status: str, text: str) -> str:
+    return f'<span class="badge s-{esc(status)}">{esc(text)}</span>'
+
+
+# ---------------------------------------------------------------- figures
+def curve_histories(study: Study, row: Row) -> list[list[dict[str, Any]]]:
+    """Histories of the row's done runs; while none is done, of whichever runs have epochs."""
+    done = [study.histories[r["id"]] for r in study.row_runs(row, done_only=True)]
+    done = [h for h in done if h]
+    return done or [h for h in (study.histories[r["id"]] for r in study.row_runs(row)) if h]
+
+
+def curves_section(study: Study, page: Page) -> str:
+    cards = []
+    for i, row in enumerate(study.rows):
+        histories = curve_histories(study, row)
+        status = "" if row.status == "done" else f'<p class="note">{_badge(_worst(row.statuses), row.status)}</p>'
+        body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories)) \
+            if histories else f'<h3>{esc(row.label)}</h3><p class="note">No epochs recorded yet.</p>'
+        cards.append(f'<div class="card" id="row-{i}">{status}{body}</div>')
+    return "\n".join(cards)
+
+
+def overlay_section(study: Study, page: Page) -> str:
+    series = [(esc(row.label), curve_histories(study, row)) for row in study.rows]
+    series = [(label, h) for label, h in series if h]
+    if len(series) < 2:
+        return ""
+    return f'<div class="card">{page.figure("overlay", figures.overlay(series))}</div>'
+
+
+def sweeps_section(study: Study, page: Page) -> str:
+    keys = sorted({k for row in study.rows for k in row.sweep})
+    cards = [f'<div class="card">{page.figure(f"sweep-{slug(key)}", figures.sweep(key, study.rows, esc))}</div>'
+             for key in keys]
+    return "\n".join(cards)
+
+
+def weights_section(study: Study, page: Page) -> str:
+    cards = []
+    for row in study.rows:
+        found = next(((r, a) for r in study.row_runs(row, done_only=True)
+                      if (a := study.store.load_arrays(r["id"], "weights"))), None)
+        if found is None:
+            continue
+        run, (arrays, _) = found
+        layers = kernels(arrays)
+        if layers:
+            note = f'<p class="note">Run {esc(run["id"])} (repeat {run["repeat"]}); at most ' \
+                   f'{figures.MAX_VIOLIN_POINTS:,} weights per layer drawn, sampled with a fixed seed.</p>'
+            fig = figures.violins(esc(row.label), layers)
+            cards.append(f'<div class="card">{page.figure(f"weights-{slug(row.label)}", fig)}{note}</div>')
+    return "\n".join(cards) or '<p class="note card">No stored weights (no run is done yet).</p>'
+
+
+def confusion_section(study: Study, page: Page) -> str:
+    images = ImageCache()
+    cards = []
+    for row in study.rows:
+        done = study.row_runs(row, done_only=True)
+        train, test = (figures.summed([study.store.load_json(r["id"], f"confusion_{kind}") for r in done])
+                       for kind in ("train", "test"))
+        if not (train[1] or test[1]):
+            continue
+        n = max(train[1], test[1])
+        counted = f"summed over {n} done runs" if n > 1 else "of one run"
+        fig = figures.confusion(esc(row.label), train[0], test[0])
+        cards.append(f'<div class="card">{page.figure(f"confusion-{slug(row.label)}", fig)}'
+                     f'<p class="note">Counts {counted}, each row divided by its total.</p>'
+                     f'{_mistakes(study, done, images)}</div>')
+    return "\n".join(cards)
+
+
+def _mistakes(study: Study, done: list[dict[str, Any]], images: ImageCache) -> str:
+    """The first done run's misclassified test images, or a note where the images are not cached."""
+    for run in done:
+        mistakes = study.store.load_json(run["id"], "mistakes")
+        if mistakes:
+            dataset = run["spec"]["dataset"]
+            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset))
+    return ""
+
+
+
+def source_section(study: Study) -> str:
+    source = study.record.get("source")
+    return (f'<details class="card"><summary>The study file as it was last run</summary>'
+            f'<pre>{esc(source)}</pre></details>') if source else ""
+
+
+def export_png(figs: list[tuple[str, go.Figure]], directory: Path) -> list[Path]:
+    try:
+        return figures.write_pngs(figs, directory)
+    except Exception as exc:  # noqa: BLE001 -- kaleido and Chromium fail in many ways; say which
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ReportError(f"PNG export failed ({type(exc).__name__}: {first}); {PNG_HINT}") from None
+
+
+# ---------------------------------------------------------------- small helpers
+def _worst(statuses: dict[str, int]) -> str:
+    return next((s for s in ("failed", "diverged", "running", "pending") if s in statuses), "done")
+
+
+def _time(value: dt.datetime | str) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if isinstance(value, dt.datetime) else esc(value)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+# ---------------------------------------------------------------- page assets (inline: the file works offline)
+CSS = """
+:root{--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#f4f5f7;--accent:#2563eb;--best:#067647}*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
+main{max-width:1240px;margin:0 auto;padding:24px}footer{text-align:center;margin-top:24px}a{color:var(--accent);text-decoration:none}
+.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:0 0 16px;box-shadow:0 1px 2px #1018280d}
+h1{font-size:26px;margin:0 0 6px}h2{font-size:19px;margin:30px 0 12px}h3{font-size:15px;margin:0 0 6px}h4{font-size:13px;margin:14px 0 8px}
+.kicker{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}.desc{white-space:pre-line;margin:0 0 12px;max-width:75ch}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 18px;margin:0}dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
+nav.toc ol{margin:4px 0 0;padding-left:22px;columns:2}.table-wrap{overflow-x:auto}
+table.sortable{border-collapse:collapse;width:100%;font-size:12.5px;font-variant-numeric:tabular-nums}
+th,td{padding:6px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}td.model{overflow-wrap:anywhere;min-width:8em}
+th{white-space:nowrap;cursor:pointer;user-select:none;background:#f9fafb}th:hover{background:#eef2f6}
+th[data-dir=asc]::after{content:" ▲"}th[data-dir=desc]::after{content:" ▼"}td.num,th.num{text-align:right}td.num{white-space:nowrap}
+td .spread{display:block;color:var(--muted);font-size:12px}tr.incomplete td{background:#fffcf5}
+td.best,.best-key{font-weight:700;color:var(--best);background:#ecfdf3}
+.badge{display:inline-block;white-space:nowrap;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;margin-right:4px;vertical-align:1px}
+.s-done{background:#ecfdf3;color:#067647}.s-running{background:#eff8ff;color:#175cd3}.s-pending{background:#f2f4f7;color:#475467}
+.s-diverged{background:#fffaeb;color:#b54708}.s-failed{background:#fef3f2;color:#b42318}.plot{width:100%}
+.note{color:var(--muted);font-size:13px;margin:6px 0 0}.mistakes{display:grid;grid-template-columns:repeat(auto-fill,minmax(78px,1fr));gap:10px}
+.mistakes figure{margin:0;text-align:center;font-size:12px}.mistakes figcaption span{color:var(--muted)}
+.mistakes img{width:56px;height:56px;image-rendering:pixelated;border-radius:4px;display:block;margin:0 auto 2px}
+pre{overflow:auto;background:#f9fafb;padding:12px;border-radius:6px;font-size:12px}summary{cursor:pointer;font-weight:600}
+"""
+
+# runs before plotly.js: any error on the page is counted on <html data-errors>, for tests and readers
+HEAD_JS = """
+(function(){var root=document.documentElement,errors=[];
+function note(m){errors.push(String(m));root.setAttribute("data-errors",String(errors.length));
+root.setAttribute("data-error-messages",errors.join(" | ").slice(0,2000));}
+window.addEventListener("error",function(e){note(e.message||"error");});
+window.addEventListener("unhandledrejection",function(e){note(e.reason&&e.reason.message||e.reason);});
+var original=console.error;console.error=function(){note(Array.prototype.join.call(arguments," "));
+return original.apply(console,arguments);};})();
+"""
+
+TAIL_JS = """
+(function(){var root=document.documentElement,plotted=0,divs=document.querySelectorAll("div.plot[data-fig]");
+root.setAttribute("data-figures",String(divs.length));
+divs.forEach(function(div){var spec=JSON.parse(document.getElementById(div.dataset.fig).textContent);
+Plotly.newPlot(div,spec.data,spec.layout,{responsive:true,displaylogo:false}).then(function(){
+plotted+=1;root.setAttribute("data-plotted",String(plotted));});});
+function key(td){var v=td.getAttribute("data-sort");if(v===null)v=td.textContent;if(v==="")return [2,""];
+var n=Number(v);return isNaN(n)?[1,v.toLowerCase()]:[0,n];}
+document.querySelectorAll("table.sortable th").forEach(function(th,col){th.addEventListener("click",function(){
+var body=th.closest("table").tBodies[0],dir=th.getAttribute("data-dir")==="asc"?"desc":"asc",sign=dir==="asc"?1:-1;
+th.parentNode.querySelectorAll("th").forEach(function(h){h.removeAttribute("data-dir");});th.setAttribute("data-dir",dir);
+Array.from(body.rows).sort(function(a,b){var x=key(a.cells[col]),y=key(b.cells[col]);
+if(x[0]!==y[0])return x[0]-y[0];return x[1]<y[1]?-sign:x[1]>y[1]?sign:0;}).forEach(function(r){body.appendChild(r);});});});})();
+"""
