@@ -128,8 +128,11 @@ class Store:
             raise StoreError(f"{where}: a database of something else (tables: {', '.join(sorted(tables)[:5])}); "
                              "it was left untouched: pass another --store")
         if self.engine.url.get_backend_name() == "sqlite":
-            with self.engine.connect() as conn:  # WAL: readers never block the writer; persistent
-                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            raw = self.engine.raw_connection()  # outside any transaction, as SQLite requires
+            try:  # WAL: readers never block the writer; persistent in the file
+                raw.driver_connection.execute("PRAGMA journal_mode = WAL")
+            finally:
+                raw.close()
         with self.engine.begin() as conn:
             if not tables:
                 meta.create_all(conn)
@@ -150,6 +153,14 @@ class Store:
     def register(self, study: dict[str, Any], specs: Iterable[dict[str, Any]]) -> None:
         """Record a study and its runs (specs as from ``RunSpec.to_json()`` plus ``id``); new runs are pending."""
         specs = list(specs)
+        for attempt in range(5):  # another process may register the same runs at the same moment
+            try:
+                return self._register(study, specs)
+            except sa.exc.IntegrityError:
+                if attempt == 4:
+                    raise
+
+    def _register(self, study: dict[str, Any], specs: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
             values = {"description": study.get("description", ""), "path": study.get("path"),
                       "source": study.get("source"), "updated": _now()}
@@ -367,9 +378,14 @@ def _engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL is set once the file is known to be ours
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA busy_timeout = 60000")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn):  # take the write lock up front: a deferred read-then-write
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # fails at once under WAL when another wrote between
     return engine
