@@ -67,19 +67,19 @@ def test_diverging_run_recorded_while_study_goes_on(write_study, mnist):
 def test_failed_run_retried_only_with_retry_failed(write_study, mnist, monkeypatch):
     import mnistlab.runner as runner
     path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1))
-    real_fit = runner.fit
+    real_fit_group = runner.fit_group
 
-    def flaky(spec, *args, **kwargs):
-        if spec.model == "a":
+    def flaky(specs, *args, **kwargs):  # both models are MLPs: the grouped engine trains them
+        if specs[0].model == "a":
             raise RuntimeError("disk on fire\nsecond line")
-        return real_fit(spec, *args, **kwargs)
+        return real_fit_group(specs, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", flaky)
+    monkeypatch.setattr(runner, "fit_group", flaky)
     outcome = run(load_study(path))
     assert len(outcome.failed) == 1
     failed = store_of(path).runs(study="tiny")[0]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: disk on fire"
-    monkeypatch.setattr(runner, "fit", real_fit)
+    monkeypatch.setattr(runner, "fit_group", real_fit_group)
     assert run(load_study(path)).trained == []
     assert len(run(load_study(path), retry_failed=True).trained) == 1
     assert {r["status"] for r in store_of(path).runs(study="tiny")} == {"done"}
@@ -170,3 +170,16 @@ def test_every_command_has_help():
     for command in ["run", "summary", "ls", "show", "table", "report", "data fetch", "data info"]:
         done = mnistlab(*command.split(), "--help")
         assert "Usage" in done.stdout and len(done.stdout.splitlines()) > 3
+
+
+def test_sweep_trains_as_one_group_and_no_group_trains_one_by_one(write_study, mnist, tmp_path):
+    text = tiny_study(epochs=1, extra="repeats = 2").replace(
+        "[[model]]", '[sweep]\n"optimizer.learning_rate" = [0.001, 0.01]\n\n[[model]]')
+    path = write_study(text)
+    grouped = mnistlab("run", path)
+    assert "+3 grouped" in grouped.stderr and "trained 4" in grouped.stderr
+    alone = mnistlab("run", path, "--no-group", "--store", tmp_path / "alone.db")
+    assert "grouped" not in alone.stderr and alone.stderr.count("\nrun ") + alone.stderr.startswith("run ") >= 3
+    a = {r["id"]: r["test_accuracy"] for r in store_of(path).runs(study="tiny")}
+    b = {r["id"]: r["test_accuracy"] for r in Store(str(tmp_path / "alone.db")).runs(study="tiny")}
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 0.01 for k in a)  # no dropout: same up to rounding

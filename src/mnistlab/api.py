@@ -52,10 +52,10 @@ def check_study(study: Study) -> None:
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
-        retry_failed: bool = False) -> Outcome:
+        retry_failed: bool = False, group: bool = True) -> Outcome:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it."""
     if not isinstance(study, Study):
         study = load_study(study)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
-    return run_study(study, store, reporter, retry_failed=retry_failed)
+    return run_study(study, store, reporter, retry_failed=retry_failed, group=group)

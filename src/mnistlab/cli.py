@@ -85,6 +85,8 @@ def _study_name(study: str) -> str:
 def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed and diverged runs again."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
+        group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
+                                                                   "vectorised group (default) or one by one."),
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end.")):
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import load_study, run as run_api
@@ -92,7 +94,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     db = _store(store, study)
     reporter = _reporter(quiet)
     try:
-        outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed)
+        outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed, group=group)
     finally:
         reporter.close()
     if not quiet:
@@ -254,28 +256,30 @@ class _Reporter:
         elif not self.quiet:
             err.print(f"{total} runs, {done} done already", highlight=False)
 
-    def run_started(self, spec, index: int, resumed_from: int) -> None:
-        self.spec, self.epoch_no = spec, resumed_from
+    def run_started(self, specs, resumed_from: int) -> None:
+        self.specs, self.spec = specs, specs[0]
+        label = self.spec.label + (f" r{self.spec.repeat}" if len(specs) == 1 else f" +{len(specs) - 1} grouped")
+        self.label = label
         note = f" (resuming after epoch {resumed_from})" if resumed_from else ""
         if self.progress:
-            self.progress.update(self.run, description=f"{spec.label} r{spec.repeat} epoch {resumed_from + 1}/{spec.epochs}",
+            self.progress.update(self.run, description=f"{label} epoch {resumed_from + 1}/{self.spec.epochs}",
                                  completed=0, total=1, info="", visible=True)
         elif not self.quiet:
-            err.print(f"run {spec.id[:8]} {spec.label} repeat {spec.repeat}{note}", highlight=False)
+            ids = ", ".join(s.id[:8] for s in specs)
+            err.print(f"{'group' if len(specs) > 1 else 'run'} {ids}: {label}{note}", highlight=False)
 
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None:
         if self.progress:
             self.progress.update(self.run, completed=batch, total=batches, info=f"loss {loss:.4f} acc {accuracy:.4f}")
 
-    def epoch(self, row) -> None:
-        self.epoch_no = row["epoch"]
+    def epoch(self, spec, row) -> None:
         val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if "val_loss" in row else ""
-        line = f"epoch {row['epoch']}/{self.spec.epochs} loss {row['loss']:.4f} acc {row['accuracy']:.4f}{val} {row['seconds']:.1f}s"
+        line = (f"{spec.label} r{spec.repeat} epoch {row['epoch']}/{spec.epochs} loss {row['loss']:.4f} "
+                f"acc {row['accuracy']:.4f}{val} {row['seconds']:.1f}s")
         if self.progress:
-            self.progress.console.print(f"  {self.spec.label}: {line}", highlight=False)
-            if row["epoch"] < self.spec.epochs:
-                self.progress.update(self.run, description=f"{self.spec.label} r{self.spec.repeat} epoch "
-                                                           f"{row['epoch'] + 1}/{self.spec.epochs}")
+            self.progress.console.print(f"  {escape(line)}", highlight=False)
+            if spec is self.specs[-1] and row["epoch"] < spec.epochs:
+                self.progress.update(self.run, description=f"{self.label} epoch {row['epoch'] + 1}/{spec.epochs}")
         elif not self.quiet:
             err.print(f"  {line}", highlight=False)
 
@@ -283,7 +287,8 @@ class _Reporter:
         colour = {"done": "green", "diverged": "yellow"}.get(status, "red")
         if self.progress:
             self.progress.advance(self.study)
-            self.progress.console.print(f"[{colour}]{status}[/{colour}] {spec.label}: {detail}", highlight=False)
+            self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(spec.label)}: {escape(detail)}",
+                                        highlight=False)
         elif not self.quiet:
             err.print(f"{status} {spec.label}: {detail}", highlight=False)
 

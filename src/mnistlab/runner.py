@@ -22,6 +22,7 @@ from . import __version__
 from .data import TrainData, load_tensors
 from .spec import RunSpec, Study, expand
 from .store import Store
+from .group import MAX_GROUP, fit_group, group_key
 from .train import (Callbacks, Checkpoint, RunResult, checkpoint_from_arrays, checkpoint_to_arrays,
                     data_shape, fit)
 
@@ -30,17 +31,17 @@ class Reporter(Protocol):
     """What the runner tells the person watching (the CLI implements it with rich)."""
 
     def study_started(self, total: int, done: int) -> None: ...
-    def run_started(self, spec: RunSpec, index: int, resumed_from: int) -> None: ...
+    def run_started(self, specs: list[RunSpec], resumed_from: int) -> None: ...  # one run or a group
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
-    def epoch(self, row: dict[str, float]) -> None: ...
+    def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
 
 
 class Silent:
     def study_started(self, total: int, done: int) -> None: ...
-    def run_started(self, spec: RunSpec, index: int, resumed_from: int) -> None: ...
+    def run_started(self, specs: list[RunSpec], resumed_from: int) -> None: ...  # one run or a group
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
-    def epoch(self, row: dict[str, float]) -> None: ...
+    def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
 
 
@@ -84,56 +85,101 @@ def register(study: Study, store: Store) -> list[RunSpec]:
 
 
 def run_study(study: Study, store: Store, reporter: Reporter | None = None,
-              retry_failed: bool = False) -> Outcome:
-    """Train every run of ``study`` not yet done; return what happened."""
+              retry_failed: bool = False, group: bool = True) -> Outcome:
+    """Train every run of ``study`` not yet done; same-shape runs train as groups unless ``group`` is off."""
     reporter = reporter or Silent()
     specs = register(study, store)
     status = {r["id"]: r["status"] for r in store.runs(study=study.name)}
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
-    for index, spec in enumerate(specs):
-        previous = store.claim(spec.id, retry_failed=retry_failed)
-        if previous is None:
-            outcome.skipped.append(spec.id)
-            continue
-        resume = _checkpoint(store, spec) if previous == "running" else None
-        store.reset_epochs(spec.id, keep=resume.epoch if resume else 0)
-        reporter.run_started(spec, index, resume.epoch if resume else 0)
-        (outcome.resumed if resume else outcome.trained).append(spec.id)
-        final = _train_one(spec, store, reporter, resume)
-        if final == "diverged":
-            outcome.diverged.append(spec.id)
-        elif final == "failed":
-            outcome.failed.append(spec.id)
+    for planned in plan(specs, group):
+        engine = "group" if group and group_key(planned[0]) is not None else "plain"
+        claimed = []
+        for spec in planned:  # claim just before training, so another process can take other groups
+            previous = store.claim(spec.id, retry_failed=retry_failed)
+            if previous is None:
+                outcome.skipped.append(spec.id)
+            else:
+                resume = _checkpoint(store, spec, engine == "group") if previous == "running" else None
+                claimed.append((spec, resume))
+        by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
+        for spec, ck in claimed:  # members resume together only from the same epoch
+            by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
+        for epoch, members in sorted(by_epoch.items()):
+            for spec, _ in members:
+                store.reset_epochs(spec.id, keep=epoch)
+                (outcome.resumed if epoch else outcome.trained).append(spec.id)
+            for spec, final in _train(members, engine, store, reporter):
+                if final in ("diverged", "failed"):
+                    getattr(outcome, final).append(spec.id)
     return outcome
 
 
-def _checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
+def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
+    """Runs in study order, same-shape runs gathered into groups (at most ``MAX_GROUP``) when ``group``."""
+    if not group:
+        return [[s] for s in specs]
+    groups: dict[Any, list[list[RunSpec]]] = {}
+    order: list[list[RunSpec]] = []
+    for spec in specs:
+        key = group_key(spec)
+        if key is None:
+            order.append([spec])
+            continue
+        bucket = groups.setdefault(key, [])
+        if not bucket or len(bucket[-1]) >= MAX_GROUP:
+            bucket.append([])
+            order.append(bucket[-1])
+        bucket[-1].append(spec)
+    return order
+
+
+def _checkpoint(store: Store, spec: RunSpec, group_engine: bool) -> Checkpoint | None:
+    """The run's last checkpoint, if the engine about to train it wrote it (else start over)."""
     loaded = store.load_arrays(spec.id, "checkpoint")
-    return checkpoint_from_arrays(*loaded) if loaded else None
+    if not loaded:
+        return None
+    ck = checkpoint_from_arrays(*loaded)
+    written_by_group = ck.optimizer["param_groups"][0].get("engine") == "group"
+    return ck if written_by_group == group_engine else None
 
 
-def _train_one(spec: RunSpec, store: Store, reporter: Reporter, resume: Checkpoint | None) -> str:
-    def on_epoch(row: dict[str, float], ck: Checkpoint) -> None:
-        store.save_arrays(spec.id, "checkpoint", *checkpoint_to_arrays(ck))  # weights first, then the row
-        store.add_epoch(spec.id, row)
-        reporter.epoch(row)
+def _train(members: list[tuple[RunSpec, Checkpoint | None]], engine: str, store: Store,
+           reporter: Reporter) -> list[tuple[RunSpec, str]]:
+    specs = [spec for spec, _ in members]
+    resume = [ck for _, ck in members] if members[0][1] is not None else None
 
-    callbacks = Callbacks(on_batch=reporter.batch, on_epoch=on_epoch)
+    def on_epoch(spec: RunSpec):
+        def save(row: dict[str, float], ck: Checkpoint) -> None:
+            store.save_arrays(spec.id, "checkpoint", *checkpoint_to_arrays(ck))  # weights first, then the row
+            store.add_epoch(spec.id, row)
+            reporter.epoch(spec, row)
+        return save
+
+    reporter.run_started(specs, resume[0].epoch if resume else 0)
     try:
-        result = fit(spec, data_for(spec), callbacks, resume=resume)
+        if engine == "group":
+            results = fit_group(specs, data_for(specs[0]), [Callbacks(on_epoch=on_epoch(s)) for s in specs],
+                                resume=resume, on_batch=reporter.batch)
+        else:
+            results = [fit(specs[0], data_for(specs[0]), Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
+                           resume=resume[0] if resume else None)]
     except KeyboardInterrupt:
-        store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
+        for spec in specs:
+            store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
         raise
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        store.finish(spec.id, "failed", error=message, environment=environment())
-        store.save_json(spec.id, "traceback", traceback.format_exc())
-        reporter.run_finished(spec, "failed", message)
-        return "failed"
-    save_result(store, result)
-    reporter.run_finished(spec, result.status, result.error or f"test accuracy {result.test_accuracy:.4f}")
-    return result.status
+        for spec in specs:
+            store.finish(spec.id, "failed", error=message, environment=environment())
+            store.save_json(spec.id, "traceback", traceback.format_exc())
+            reporter.run_finished(spec, "failed", message)
+        return [(spec, "failed") for spec in specs]
+    for result in results:
+        save_result(store, result)
+        reporter.run_finished(result.spec, result.status,
+                              result.error or f"test accuracy {result.test_accuracy:.4f}")
+    return [(r.spec, r.status) for r in results]
 
 
 def save_result(store: Store, result: RunResult) -> None:

@@ -1,0 +1,88 @@
+"""Grouped training: same numbers alone or in a group, same as the plain engine, members independent."""
+
+import pytest
+
+from mnistlab.data import load_tensors
+from mnistlab.group import fit_group, group_key
+from mnistlab.runner import plan
+from mnistlab.spec import RunSpec
+from mnistlab.train import Callbacks, fit
+
+REG = ("Dense(48, activation='relu', kernel_regularizer=l2(0.001))", "BatchNormalization()",
+       "Dense(10, activation='softmax')")
+DROP = ("GaussianNoise(0.1)", "Dense(48, activation='relu')", "Dropout(0.3)", "Dense(10, activation='softmax')")
+
+
+def run_spec(layers, optimizer="adam()", seed=1, epochs=2, batch_size=64):
+    return RunSpec(study="t", model="m", layers=tuple(layers), dataset="mnist", epochs=epochs, batch_size=batch_size,
+                   optimizer=optimizer, loss="categorical_crossentropy", validation="test",
+                   train_size=2000, test_size=500, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def data(mnist):
+    return load_tensors("mnist", train_size=2000, test_size=500)
+
+
+@pytest.mark.parametrize("optimizer", ["adam()", "sgd(learning_rate=0.05)",
+                                       "sgd(learning_rate=0.05, momentum=0.9, nesterov=True)"])
+def test_group_of_one_equals_plain_engine(data, optimizer):
+    # no dropout or noise: both engines draw the same init and shuffles, so only float rounding differs
+    spec = run_spec(REG, optimizer)
+    plain, grouped = fit(spec, data), fit_group([spec], data)[0]
+    for a, b in zip(plain.history, grouped.history):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+    assert grouped.test_accuracy == pytest.approx(plain.test_accuracy, abs=0.004)
+    assert grouped.weights.keys() == plain.weights.keys()  # same names: the report reads either
+    assert grouped.params == plain.params
+
+
+def test_members_train_as_if_alone(data):
+    specs = [run_spec(DROP, f"adam(learning_rate={lr})", seed=i) for i, lr in enumerate([1e-3, 3e-3, 1e-2])]
+    assert len({group_key(s) for s in specs}) == 1
+    together = fit_group(specs, data)
+    for spec, member in zip(specs, together):
+        alone = fit_group([spec], data)[0]
+        assert [r["loss"] for r in member.history] == pytest.approx([r["loss"] for r in alone.history], rel=1e-5)
+        assert member.test_loss == pytest.approx(alone.test_loss, rel=1e-5)
+        assert member.confusion_test == alone.confusion_test
+    assert len({m.test_loss for m in together}) == 3  # and they are different runs
+
+
+def test_per_member_l2_and_noise(data):
+    specs = [run_spec([f"GaussianNoise({n})", f"Dense(32, activation='relu', kernel_regularizer=l2({l2}))",
+                       "Dense(10, activation='softmax')"], seed=3) for n, l2 in [(0.1, 0.0001), (1.0, 0.1)]]
+    assert group_key(specs[0]) == group_key(specs[1])
+    small, big = fit_group(specs, data)
+    assert small.test_loss == pytest.approx(fit_group([specs[0]], data)[0].test_loss, rel=1e-5)
+    assert big.history[0]["loss"] > small.history[0]["loss"]  # a 1000x penalty shows in the loss
+
+
+def test_diverging_member_leaves_the_others_alone(data):
+    calm, wild = run_spec(REG, "sgd(learning_rate=0.05)"), run_spec(REG, "sgd(learning_rate=1e30)")
+    a, b = fit_group([calm, wild], data)
+    assert b.status == "diverged" and "training loss became" in b.error
+    assert a.status == "done" and a.test_loss == pytest.approx(fit_group([calm], data)[0].test_loss, rel=1e-5)
+
+
+def test_group_resume_equals_uninterrupted(data):
+    specs = [run_spec(DROP, seed=s, epochs=3) for s in (1, 2)]
+    saved = {s.id: [] for s in specs}
+    full = fit_group(specs, data, [Callbacks(on_epoch=lambda row, ck, s=s: saved[s.id].append(ck)) for s in specs])
+    resumed = fit_group(specs, data, resume=[saved[s.id][0] for s in specs])
+    for a, b in zip(full, resumed):
+        assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+        assert a.test_loss == b.test_loss
+
+
+def test_what_groups_and_what_does_not():
+    mlp = run_spec(REG)
+    assert group_key(mlp) == group_key(run_spec(REG, "adam(learning_rate=0.01)", seed=9))
+    assert group_key(mlp) != group_key(run_spec(REG, "sgd()"))  # another optimizer kind
+    assert group_key(mlp) != group_key(run_spec(REG, batch_size=32))  # another batch schedule
+    assert group_key(run_spec(REG, "rmsprop()")) is None
+    assert group_key(run_spec(["Conv2D(4, 3)", "Flatten()", "Dense(10, activation='softmax')"])) is None
+    specs = [run_spec(REG, seed=1), run_spec(REG, "rmsprop()"), run_spec(REG, seed=2)]
+    assert [[s.seed for s in g] for g in plan(specs)] == [[1, 2], [1]]
+    assert [len(g) for g in plan(specs, group=False)] == [1, 1, 1]
