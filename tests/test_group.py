@@ -26,9 +26,10 @@ def data(mnist):
 
 @pytest.mark.parametrize("optimizer", ["adam()", "sgd(learning_rate=0.05)",
                                        "sgd(learning_rate=0.05, momentum=0.9, nesterov=True)"])
-def test_group_of_one_equals_plain_engine(data, optimizer):
-    # no dropout or noise: both engines draw the same init and shuffles, so only float rounding differs
-    spec = run_spec(REG, optimizer)
+@pytest.mark.parametrize("layers", [REG, DROP])
+def test_group_of_one_equals_plain_engine(data, optimizer, layers):
+    # both engines draw init, shuffles, dropout masks and noise alike: only float rounding differs
+    spec = run_spec(layers, optimizer)
     plain, grouped = fit(spec, data), fit_group([spec], data)[0]
     for a, b in zip(plain.history, grouped.history):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
@@ -64,6 +65,19 @@ def test_diverging_member_leaves_the_others_alone(data):
     a, b = fit_group([calm, wild], data)
     assert b.status == "diverged" and "training loss became" in b.error
     assert a.status == "done" and a.test_loss == pytest.approx(fit_group([calm], data)[0].test_loss, rel=1e-5)
+
+
+def test_checkpoints_cross_engines(data):
+    # a run checkpointed in a group resumes alone (and back): both engines write torch.optim's state
+    spec, other = run_spec(DROP, seed=1, epochs=3), run_spec(DROP, seed=2, epochs=3)
+    saved = []
+    full = fit_group([spec, other], data, [Callbacks(on_epoch=lambda row, ck: saved.append(ck)), Callbacks()])[0]
+    alone = fit(spec, data, resume=saved[0])
+    assert [r["loss"] for r in alone.history] == pytest.approx([r["loss"] for r in full.history], rel=1e-4)
+    plain_saved = []
+    fit(spec, data, Callbacks(on_epoch=lambda row, ck: plain_saved.append(ck)))
+    regrouped = fit_group([spec], data, resume=[plain_saved[1]])[0]
+    assert regrouped.test_loss == pytest.approx(full.test_loss, rel=1e-3)
 
 
 def test_group_resume_equals_uninterrupted(data):

@@ -67,19 +67,19 @@ def test_diverging_run_recorded_while_study_goes_on(write_study, mnist):
 def test_failed_run_retried_only_with_retry_failed(write_study, mnist, monkeypatch):
     import mnistlab.runner as runner
     path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1))
-    real_fit_group = runner.fit_group
+    real_fit = runner.fit
 
-    def flaky(specs, *args, **kwargs):  # both models are MLPs: the grouped engine trains them
-        if specs[0].model == "a":
+    def flaky(spec, *args, **kwargs):  # each model trains alone: the plain engine
+        if spec.model == "a":
             raise RuntimeError("disk on fire\nsecond line")
-        return real_fit_group(specs, *args, **kwargs)
+        return real_fit(spec, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit_group", flaky)
+    monkeypatch.setattr(runner, "fit", flaky)
     outcome = run(load_study(path))
     assert len(outcome.failed) == 1
     failed = store_of(path).runs(study="tiny")[0]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: disk on fire"
-    monkeypatch.setattr(runner, "fit_group", real_fit_group)
+    monkeypatch.setattr(runner, "fit", real_fit)
     assert run(load_study(path)).trained == []
     assert len(run(load_study(path), retry_failed=True).trained) == 1
     assert {r["status"] for r in store_of(path).runs(study="tiny")} == {"done"}

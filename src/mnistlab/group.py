@@ -22,11 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import TrainData
-from .layers import GaussianNoise, Sequential
+from .layers import Dropout, GaussianNoise, Sequential
 from .optim import optimizer_defaults
 from .spec import RunSpec
 from .train import (EVAL_BATCH, PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion,
-                    make_model)
+                    generators, make_model)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -48,7 +48,7 @@ def group_key(spec: RunSpec) -> tuple | None:
             layout.append(("linear", tuple(module.weight.shape), module.bias is not None))
         elif isinstance(module, nn.BatchNorm1d):
             layout.append(("bn", module.num_features, module.eps, module.momentum))
-        elif isinstance(module, (nn.Dropout, GaussianNoise, nn.Flatten)):
+        elif isinstance(module, (Dropout, GaussianNoise, nn.Flatten)):
             layout.append((type(module).__name__,))
         elif isinstance(module, ELEMENTWISE):
             layout.append((type(module).__name__, repr(module)))
@@ -91,13 +91,12 @@ class Group:
         self.layers = [self._stack(name, [dict(m.named_children())[name] for m in models], models)
                        for name, _ in models[0].named_children()]
         device = data.x_train.device
-        self.shuffle = [torch.Generator(device="cpu").manual_seed(s.seed + 1) for s in specs]
-        self.noise = [torch.Generator(device=device).manual_seed(s.seed + 2) for s in specs]
+        self.shuffle, self.noise = map(list, zip(*(generators(s, device) for s in specs)))
         options = [optimizer_defaults(s.optimizer_call()) for s in specs]
         self.kind = options[0]["name"]
         self.options = options[0]
         self.lr = torch.tensor([o["learning_rate"] for o in options], device=device)
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.state: dict[int, dict[str, torch.Tensor]] = {}  # by parameter index, as torch.optim keeps it
         self.step = 0
 
     def _stack(self, name: str, modules: list[nn.Module], models: list[Sequential]) -> _Layer:
@@ -113,7 +112,7 @@ class Group:
             return _Layer(name, "bn", _leaf({"weight": stack("weight"), "bias": stack("bias")}),
                           {"running_mean": stack("running_mean"), "running_var": stack("running_var"),
                            "num_batches_tracked": stack("num_batches_tracked")}, module=first)
-        if isinstance(first, nn.Dropout):
+        if isinstance(first, Dropout):
             return _Layer(name, "dropout", {}, {}, scalar=_scalars([m.p for m in modules]).to(self.device))
         if isinstance(first, GaussianNoise):
             return _Layer(name, "noise", {}, {}, scalar=_scalars([m.stddev for m in modules]).to(self.device))
@@ -127,9 +126,11 @@ class Group:
                 for attr, t in (layer.params | layer.buffers).items()}
 
     def checkpoint(self, k: int, epoch: int, history: list, seconds: float) -> Checkpoint:
-        state = {str(i): {name: t[k].clone() for name, t in st.items()} for i, st in self.state.items()}
-        return Checkpoint(epoch=epoch, model=self.member_state(k),
-                          optimizer={"state": state, "param_groups": [{"engine": "group", "step": self.step}]},
+        """Member ``k``'s checkpoint in the plain engine's format: either engine can resume it."""
+        step = self.kind == "adam"  # torch keeps one step tensor per parameter (and bumps it in place)
+        state = {i: {name: t[k].clone() for name, t in st.items()}
+                 | ({"step": torch.tensor(float(self.step))} if step else {}) for i, st in self.state.items()}
+        return Checkpoint(epoch=epoch, model=self.member_state(k), optimizer={"state": state, "param_groups": []},
                           torch_rng=self.noise[k].get_state(), shuffle_rng=self.shuffle[k].get_state(),
                           history=list(history), seconds=seconds)
 
@@ -139,10 +140,10 @@ class Group:
             for layer in self.layers:
                 for attr, t in (layer.params | layer.buffers).items():
                     t.copy_(torch.stack([ck.model[f"{layer.name}.{attr}"] for ck in checkpoints]))
-        names = checkpoints[0].optimizer["state"].keys()
-        self.state = {str(i): {n: torch.stack([ck.optimizer["state"][i][n] for ck in checkpoints])
-                               for n in checkpoints[0].optimizer["state"][i]} for i in names}
-        self.step = int(checkpoints[0].optimizer["param_groups"][0]["step"])
+        states = [ck.optimizer["state"] for ck in checkpoints]
+        self.state = {int(i): {n: torch.stack([s[i][n] for s in states]).to(self.device)
+                               for n in states[0][i] if n != "step"} for i in states[0]}
+        self.step = int(states[0][0]["step"]) if 0 in states[0] and "step" in states[0][0] else 0  # Adam's count
         for k, ck in enumerate(checkpoints):
             self.noise[k].set_state(ck.torch_rng)
             self.shuffle[k].set_state(ck.shuffle_rng)
@@ -216,7 +217,7 @@ class Group:
         o = self.options
         for index, p in enumerate(self.parameters()):
             lr = self.lr.view(-1, *([1] * (p.dim() - 1)))
-            g, state = p.grad, self.state.setdefault(str(index), {})
+            g, state = p.grad, self.state.setdefault(index, {})
             if self.kind == "sgd":
                 if o["momentum"]:
                     buf = state.get("momentum_buffer")

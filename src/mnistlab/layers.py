@@ -138,14 +138,40 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {   # softmax on dim 1: Keras'
 
 
 class GaussianNoise(nn.Module):
-    """x + N(0, stddev^2) in training, x in evaluation, like Keras' GaussianNoise."""
+    """x + N(0, stddev^2) in training, x in evaluation, like Keras' GaussianNoise.
+
+    Draws from ``self.generator`` (the run's own, set by the engine; None: torch's global one), so a
+    run draws the same noise whether it trains alone or in a group.
+    """
 
     def __init__(self, stddev: float):
         super().__init__()
-        self.stddev = stddev
+        self.stddev, self.generator = stddev, None
 
     def forward(self, x):
-        return x + self.stddev * torch.randn_like(x) if self.training else x
+        if not self.training:
+            return x
+        return x + self.stddev * torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+
+
+class Dropout(nn.Module):
+    """Keras' Dropout: in training, zero a fraction ``p`` of the values and scale the rest by 1 / (1 - p).
+
+    Masks come from ``self.generator`` as in :class:`GaussianNoise`: ``rand(x.shape) < 1 - p``.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.generator = p, None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * (torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) < keep) / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class AvgPoolSame(nn.Module):
@@ -299,7 +325,7 @@ def dropout(c: _Ctx, rate, noise_shape=None, seed=None) -> Shape:
         raise c.fail(f"rate is the fraction dropped and must be in [0, 1), got {rate!r}")
     if noise_shape is not None:
         raise c.fail("noise_shape is not supported; leave it out")
-    c.add(nn.Dropout(rate))
+    c.add(Dropout(float(rate)))
     return c.shape
 
 

@@ -93,14 +93,13 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
     for planned in plan(specs, group):
-        engine = "group" if group and group_key(planned[0]) is not None else "plain"
         claimed = []
         for spec in planned:  # claim just before training, so another process can take other groups
             previous = store.claim(spec.id, retry_failed=retry_failed)
             if previous is None:
                 outcome.skipped.append(spec.id)
             else:
-                resume = _checkpoint(store, spec, engine == "group") if previous == "running" else None
+                resume = _checkpoint(store, spec) if previous == "running" else None
                 claimed.append((spec, resume))
         by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
         for spec, ck in claimed:  # members resume together only from the same epoch
@@ -109,6 +108,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
             for spec, _ in members:
                 store.reset_epochs(spec.id, keep=epoch)
                 (outcome.resumed if epoch else outcome.trained).append(spec.id)
+            engine = "group" if len(members) > 1 else "plain"  # one run: the plain engine, same numbers
             for spec, final in _train(members, engine, store, reporter):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
@@ -134,14 +134,10 @@ def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
     return order
 
 
-def _checkpoint(store: Store, spec: RunSpec, group_engine: bool) -> Checkpoint | None:
-    """The run's last checkpoint, if the engine about to train it wrote it (else start over)."""
+def _checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
+    """The run's last epoch checkpoint; either engine resumes from it."""
     loaded = store.load_arrays(spec.id, "checkpoint")
-    if not loaded:
-        return None
-    ck = checkpoint_from_arrays(*loaded)
-    written_by_group = ck.optimizer["param_groups"][0].get("engine") == "group"
-    return ck if written_by_group == group_engine else None
+    return checkpoint_from_arrays(*loaded) if loaded else None
 
 
 def _train(members: list[tuple[RunSpec, Checkpoint | None]], engine: str, store: Store,

@@ -43,7 +43,7 @@ class Checkpoint:
     epoch: int  # epochs completed
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
-    torch_rng: torch.Tensor  # global RNG (dropout, noise)
+    torch_rng: torch.Tensor  # the run's dropout and noise generator
     shuffle_rng: torch.Tensor  # the per-run shuffling generator
     history: list[dict[str, float]]
     seconds: float
@@ -96,14 +96,18 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     callbacks = callbacks or Callbacks()
     model = make_model(spec, data)
     optimizer = build_optimizer(spec.optimizer_call(), model.parameters())
-    shuffle = torch.Generator(device="cpu").manual_seed(spec.seed + 1)
+    shuffle, noise = generators(spec, data.x_train.device)
+    for module in model.modules():  # dropout and noise draw from the run's own generator
+        if hasattr(module, "generator"):
+            module.generator = noise
     history: list[dict[str, float]] = []
     seconds = 0.0
-    torch.manual_seed(spec.seed + 2)  # dropout and noise; independent of the init draws
     if resume is not None:
         model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        torch.set_rng_state(resume.torch_rng)
+        # the state only (step, moments, momentum buffers by parameter index): both engines write it
+        optimizer.load_state_dict({"state": copy.deepcopy(resume.optimizer["state"]),
+                                   "param_groups": optimizer.state_dict()["param_groups"]})
+        noise.set_state(resume.torch_rng)
         shuffle.set_state(resume.shuffle_rng)
         history, seconds = list(resume.history), resume.seconds
     if callbacks.on_start:
@@ -123,7 +127,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         seconds += row["seconds"]
         history.append(row)
         if callbacks.on_epoch:
-            callbacks.on_epoch(row, _checkpoint(epoch + 1, model, optimizer, shuffle, history, seconds))
+            callbacks.on_epoch(row, _checkpoint(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
     return _finish(spec, model, data, history, seconds, status, error)
 
 
@@ -208,10 +212,16 @@ def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dic
     return result
 
 
+def generators(spec: RunSpec, device: torch.device | str) -> tuple[torch.Generator, torch.Generator]:
+    """(shuffling, dropout and noise) generators of a run: the same in either engine."""
+    return (torch.Generator(device="cpu").manual_seed(spec.seed + 1),
+            torch.Generator(device=device).manual_seed(spec.seed + 2))
+
+
 def _checkpoint(epoch: int, model: Sequential, optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
-                history: list[dict[str, float]], seconds: float) -> Checkpoint:
+                noise: torch.Generator, history: list[dict[str, float]], seconds: float) -> Checkpoint:
     return Checkpoint(epoch=epoch, model={k: v.detach().clone() for k, v in model.state_dict().items()},
-                      optimizer=copy.deepcopy(optimizer.state_dict()), torch_rng=torch.get_rng_state(),
+                      optimizer=copy.deepcopy(optimizer.state_dict()), torch_rng=noise.get_state(),
                       shuffle_rng=shuffle.get_state(), history=list(history), seconds=seconds)
 
 
