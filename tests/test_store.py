@@ -130,3 +130,22 @@ def test_newer_schema_is_refused(tmp_path):
         conn.exec_driver_sql("UPDATE mnistlab_info SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer mnistlab"):
         Store(str(tmp_path / "db.sqlite"))
+
+
+def test_older_schema_is_migrated_in_place(tmp_path, monkeypatch):
+    import mnistlab.store as store_module
+    path = tmp_path / "db.sqlite"
+    old = Store(str(path))
+    old.register({"name": "s"}, [spec("a")])
+    old.engine.dispose()
+
+    def add_notes(conn):  # what a release with schema 2 would ship
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN notes TEXT")
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(store_module.MIGRATIONS, 1, add_notes)
+    new = Store(str(path))
+    with new.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT value FROM mnistlab_info WHERE key='schema_version'").scalar() == "2"
+        assert "notes" in [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(runs)")]
+    assert [r["id"] for r in new.runs(study="s")] == ["a"]  # nothing lost on the way

@@ -138,6 +138,7 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
     n = x.shape[0]
     order = torch.randperm(n, generator=shuffle).to(x.device)
     n_batches = math.ceil(n / batch_size)
+    penalized = any(info.penalties for info in model.layers)  # skip a zero tensor per step otherwise
     loss_sum = torch.zeros((), device=x.device)  # sample-weighted, on the device: no sync per batch
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     last_report = time.perf_counter()
@@ -145,7 +146,9 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
         index = order[b * batch_size:(b + 1) * batch_size]
         xb, yb = x[index], y[index]
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb) + model.regularization_loss()
+        loss = F.cross_entropy(logits, yb)
+        if penalized:
+            loss = loss + model.regularization_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
