@@ -183,3 +183,13 @@ def test_sweep_trains_as_one_group_and_no_group_trains_one_by_one(write_study, m
     a = {r["id"]: r["test_accuracy"] for r in store_of(path).runs(study="tiny")}
     b = {r["id"]: r["test_accuracy"] for r in Store(str(tmp_path / "alone.db")).runs(study="tiny")}
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 0.01 for k in a)  # no dropout: same up to rounding
+
+
+def test_process_pool_shares_the_work_and_trains_each_run_once(write_study, mnist):
+    models = {f"m{i}": [f"Dense({20 + i}, activation='relu')", "Dense(10, activation='softmax')"] for i in range(4)}
+    path = write_study(tiny_study(models=models, epochs=1))
+    done = mnistlab("run", path, "--workers", "2")
+    assert "trained 4" in done.stderr and "failed 0" in done.stderr
+    runs = store_of(path).runs(study="tiny")
+    assert all(r["status"] == "done" and r["epochs_done"] == 1 for r in runs)
+    assert {r["environment"]["threads"] for r in runs} == {max(1, os.cpu_count() // 2)}  # cores / workers

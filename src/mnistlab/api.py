@@ -12,7 +12,8 @@ from . import spec as spec_module
 from .data import DATASETS
 from .layers import LayerError, check_model, input_kind
 from .optim import OptimizerError, optimizer_defaults
-from .runner import Outcome, Reporter, run_study
+from .executors import EXECUTORS
+from .runner import Outcome, Reporter
 from .spec import Study, StudyError, expand
 from .store import Store
 
@@ -52,10 +53,15 @@ def check_study(study: Study) -> None:
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
-        retry_failed: bool = False, group: bool = True) -> Outcome:
-    """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it."""
+        retry_failed: bool = False, group: bool = True, workers: int = 1) -> Outcome:
+    """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
+
+    ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    """
     if not isinstance(study, Study):
         study = load_study(study)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
-    return run_study(study, store, reporter, retry_failed=retry_failed, group=group)
+    if workers > 1:
+        return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
+    return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)

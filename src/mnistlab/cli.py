@@ -87,14 +87,18 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
         group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
                                                                    "vectorised group (default) or one by one."),
-        table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end.")):
+        table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
+        workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
+                                                                "(each with cores/N threads); 1 trains here.")):
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import load_study, run as run_api
     spec = load_study(study)
     db = _store(store, study)
-    reporter = _reporter(quiet)
+    reporter = _reporter(quiet or workers > 1)
+    if workers > 1 and not quiet:
+        err.print(f"training in {workers} worker processes…", highlight=False)
     try:
-        outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed, group=group)
+        outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed, group=group, workers=workers)
     finally:
         reporter.close()
     if not quiet:

@@ -1,0 +1,60 @@
+"""Where a study's runs execute: in this process, or in a pool of local worker processes.
+
+The store's atomic claims make the pool simple: each worker plans the same study against the
+same store and trains whatever it claims first, with ``cores / workers`` torch threads. Small
+models that do not group use both cores better as two one-thread runs than as one two-thread run.
+
+>>> outcome = EXECUTORS["processes"](study, store, workers=2)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Callable
+
+from .runner import Outcome, Reporter, run_study
+from .spec import Study, StudyError
+from .store import Store
+
+
+def inline(study: Study, store: Store, reporter: Reporter | None = None, retry_failed: bool = False,
+           group: bool = True, workers: int = 1) -> Outcome:
+    """Train in this process (the default)."""
+    return run_study(study, store, reporter, retry_failed=retry_failed, group=group)
+
+
+def processes(study: Study, store: Store, reporter: Reporter | None = None, retry_failed: bool = False,
+              group: bool = True, workers: int = 2) -> Outcome:
+    """Train in ``workers`` local processes sharing the store; returns their outcomes merged."""
+    if workers < 1:
+        raise StudyError(f"--workers must be at least 1, got {workers}")
+    if store.engine.url.get_backend_name() == "sqlite" and store.engine.url.database in (None, "", ":memory:"):
+        raise StudyError("a process pool needs a store file or server, not an in-memory database")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    args = [(study.path, study.source, store.url, str(store.artifacts_dir), retry_failed, group, threads)] * workers
+    with context.Pool(workers) as pool:
+        outcomes = pool.starmap(_worker, args)
+    merged = Outcome()
+    for outcome in outcomes:
+        for field in ("trained", "resumed", "diverged", "failed"):
+            getattr(merged, field).extend(getattr(outcome, field))
+    done_here = set(merged.trained) | set(merged.resumed)
+    merged.skipped = sorted({i for o in outcomes for i in o.skipped} - done_here)
+    return merged
+
+
+def _worker(path: str | None, source: str, url: str, artifacts: str, retry_failed: bool, group: bool,
+            threads: int) -> Outcome:
+    import torch
+
+    from .api import check_study
+    from .spec import parse_study
+    torch.set_num_threads(threads)
+    study = parse_study(source, path or "<study>")
+    check_study(study)
+    return run_study(study, Store(url, artifacts), None, retry_failed=retry_failed, group=group)
+
+
+EXECUTORS: dict[str, Callable[..., Outcome]] = {"inline": inline, "processes": processes}
