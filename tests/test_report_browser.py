@@ -141,3 +141,49 @@ def _sequential(line: bytes, prior: bytes, bpp: int, kind: int) -> bytes:
         pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
         out[i] = (out[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
     return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def real_page(tmp_path_factory, mnist):
+    """A small real study trained and reported through the CLI, as a user would."""
+    import subprocess
+    import sys
+    import textwrap
+    chromium()  # skip before training when there is no browser
+    tmp = tmp_path_factory.mktemp("real")
+    study = tmp / "real.toml"
+    study.write_text(textwrap.dedent("""\
+        name = "real"
+        description = "two MLPs, one swept over the learning rate, 2 repeats"
+        repeats = 2
+        [train]
+        epochs = 2
+        train_size = 2000
+        test_size = 500
+        [[model]]
+        name = "mlp"
+        layers = ["Dense(32, activation='relu')", "Dropout(0.2)", "Dense(10, activation='softmax')"]
+        sweep = { "optimizer.learning_rate" = [0.001, 0.01] }
+        [[model]]
+        name = "linear"
+        layers = ["Dense(10, activation='softmax')"]
+        """))
+    cli = [sys.executable, "-m", "mnistlab.cli"]
+    subprocess.run([*cli, "run", str(study), "-q"], check=True, capture_output=True, timeout=600)
+    subprocess.run([*cli, "report", str(study), "-o", str(tmp / "real.html")], check=True, capture_output=True,
+                   timeout=600)
+    return tmp, tmp / "real.html"
+
+
+def test_real_study_report_renders_every_chart(real_page):
+    tmp, path = real_page
+    html = path.read_text(encoding="utf-8")
+    figures = len(re.findall(r'<div class="plot" ', html))
+    assert figures >= 8  # curves per row, overlays, sweep, violins, confusions
+    dom, root, log = dump_dom(tmp, path)
+    assert "data-errors" not in root, re.search(r'data-error-messages="([^"]*)"', root)
+    assert f'data-plotted="{figures}"' in root, root
+    assert "Uncaught" not in log
+    shot = tmp / "real.png"
+    done = headless(tmp, f"--screenshot={shot}", "--window-size=1280,3000", path.resolve().as_uri())
+    assert done.returncode == 0 and shot.stat().st_size > 50_000  # a drawn page, not a blank one
