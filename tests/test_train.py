@@ -97,3 +97,15 @@ def test_confusion_counts():
     import torch
     y, p = torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2])
     assert confusion(y, p, classes=3) == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_channels_last_and_contiguous_agree(mnist, monkeypatch):
+    import mnistlab.train as train
+    spec = run_spec(CNN, epochs=1, train_size=600, test_size=200, batch_size=50)
+    data = tensors(spec)
+    fast = fit(spec, data)
+    monkeypatch.setattr(train, "CHANNELS_LAST", False)
+    plain = fit(spec, data)
+    assert fast.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-4)
+    assert fast.test_loss == pytest.approx(plain.test_loss, rel=1e-3)
+    assert fast.weights["conv2d_1.weight"].shape == plain.weights["conv2d_1.weight"].shape == (16, 1, 3, 3)
