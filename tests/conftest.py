@@ -25,10 +25,11 @@ def write_study(tmp_path):
 MLP = ["Dense(64, activation='relu')", "Dense(10, activation='softmax')"]
 
 
-def tiny_study(name="tiny", models=None, epochs=2, train_size=2000, test_size=500, extra="", optimizer="adam"):
+def tiny_study(name="tiny", models=None, epochs=2, train_size=2000, test_size=500, extra="", optimizer="adam",
+               seed=7):
     """A study text of small MLPs on MNIST slices: trains in about a second per run."""
     models = models or {"a": MLP}
     blocks = "".join(f'\n[[model]]\nname = "{m}"\nlayers = {layers!r}\n'.replace("\"Dense", "\"Dense")
                       for m, layers in models.items())
-    return (f'name = "{name}"\nseed = 7\n{extra}\n[train]\nepochs = {epochs}\nbatch_size = 64\n'
+    return (f'name = "{name}"\nseed = {seed}\n{extra}\n[train]\nepochs = {epochs}\nbatch_size = 64\n'
             f'optimizer = "{optimizer}"\ntrain_size = {train_size}\ntest_size = {test_size}\n{blocks}')
