@@ -167,7 +167,7 @@ def test_ls_show_table_and_abbreviated_ids(write_study, mnist):
 
 
 def test_every_command_has_help():
-    for command in ["run", "summary", "ls", "show", "table", "report", "data fetch", "data info"]:
+    for command in ["run", "summary", "ls", "show", "table", "report", "predict", "export", "data fetch", "data info"]:
         done = mnistlab(*command.split(), "--help")
         assert "Usage" in done.stdout and len(done.stdout.splitlines()) > 3
 
@@ -193,3 +193,32 @@ def test_process_pool_shares_the_work_and_trains_each_run_once(write_study, mnis
     runs = store_of(path).runs(study="tiny")
     assert all(r["status"] == "done" and r["epochs_done"] == 1 for r in runs)
     assert {r["environment"]["threads"] for r in runs} == {max(1, os.cpu_count() // 2)}  # cores / workers
+
+
+def test_predict_and_export_a_trained_run(write_study, mnist, tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from mnistlab.images import write_png
+    path = write_study(tiny_study(epochs=2, train_size=5000))
+    mnistlab("run", path, "-q")
+    run_id = store_of(path).runs(study="tiny")[0]["id"]
+    db = path.parent / "mnistlab.db"
+    (x_test, y_test) = mnist[1]
+    write_png(tmp_path / "seven.png", x_test[0])              # MNIST polarity: white on black
+    write_png(tmp_path / "two.png", 255 - x_test[1])          # a dark digit on white paper is inverted
+    np.save(tmp_path / "one.npy", x_test[2])
+    done = mnistlab("predict", run_id[:8], tmp_path / "seven.png", tmp_path / "two.png", tmp_path / "one.npy",
+                    "--store", db)
+    assert [line.split(": ")[1].split()[0] for line in done.stdout.splitlines()] == [str(y) for y in y_test[:3]]
+    from mnistlab.api import predict
+    rows = predict(Store(str(db)), run_id, [tmp_path / "seven.png"])
+    assert abs(sum(rows[0]["probabilities"]) - 1) < 1e-4 and rows[0]["confidence"] > 0.5
+    bad = mnistlab("predict", run_id, tmp_path / "nope.png", "--store", db, check=False)
+    assert bad.returncode == 2 and "nope.png: no such image file" in bad.stderr
+
+    files = mnistlab("export", run_id, "-o", tmp_path / "out", "--store", db).stdout.split()
+    weights = load_file(str(tmp_path / "out" / "weights.safetensors"))
+    assert weights["dense_1.weight"].shape == (64, 784) and len(files) == 3
+    assert json.loads((tmp_path / "out" / "spec.json").read_text())["id"] == run_id
+    assert (tmp_path / "out" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs

@@ -65,3 +65,58 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     if workers > 1:
         return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
     return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)
+
+
+def load_model(store: Store, run_id: str):
+    """The trained model of a run (evaluation mode), rebuilt from its spec and stored weights."""
+    import torch
+
+    from .layers import build_model
+    from .spec import RunSpec
+    full = store.resolve(run_id)
+    row = store.runs(ids=[full], current=False)[0]
+    loaded = store.load_arrays(full, "weights")
+    if row["status"] != "done" or loaded is None:
+        raise StudyError(f"run {full} has no trained weights (status {row['status']}); `mnistlab run` it first")
+    spec = RunSpec.from_json({k: v for k, v in row["spec"].items() if k != "id"})
+    calls = spec.layer_calls()
+    model = build_model(calls, (1, 28, 28) if input_kind(calls) == "image" else (784,))
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in loaded[0].items()})
+    return model.eval(), spec
+
+
+def predict(store: Store, run_id: str, images: list[str | Path]) -> list[dict]:
+    """Class probabilities for each image file (.png or .npy, 28x28): [{file, predicted, confidence, probabilities}]."""
+    import numpy as np
+    import torch
+
+    from .images import read_image
+    model, _ = load_model(store, run_id)
+    batch = torch.from_numpy(np.stack([read_image(Path(p)) for p in images]))  # (N, 28, 28) in [0, 1]
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(batch), dim=1) if model.output_activation == "softmax" else model(batch)
+    return [{"file": str(p), "predicted": int(row.argmax()), "confidence": float(row.max()),
+             "probabilities": [round(float(v), 6) for v in row]} for p, row in zip(images, probabilities)]
+
+
+def export(store: Store, run_id: str, directory: str | Path) -> list[Path]:
+    """Write a run's weights (safetensors), spec (JSON) and history (CSV) into ``directory``."""
+    import csv
+    import json
+
+    from safetensors.numpy import save_file
+    full = store.resolve(run_id)
+    loaded = store.load_arrays(full, "weights")
+    if loaded is None:
+        raise StudyError(f"run {full} has no trained weights; `mnistlab run` it first")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    row = store.runs(ids=[full], current=False)[0]
+    save_file(loaded[0], str(out / "weights.safetensors"), metadata={"run_id": full, "layers": "\n".join(row["spec"]["layers"])})
+    (out / "spec.json").write_text(json.dumps(dict(row["spec"], id=full), indent=2))
+    with open(out / "history.csv", "w", newline="") as handle:
+        history = store.history(full)
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
+        writer.writeheader()
+        writer.writerows(history)
+    return [out / "weights.safetensors", out / "spec.json", out / "history.csv"]

@@ -31,12 +31,13 @@ class CliError(Exception):
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from .data import DataError
+    from .images import ImageError
     from .layers import LayerError
     from .optim import OptimizerError
     from .report.html import ReportError
     from .spec import StudyError
     from .store import StoreError
-    return (CliError, StudyError, StoreError, DataError, LayerError, OptimizerError, ReportError)
+    return (CliError, StudyError, StoreError, DataError, LayerError, OptimizerError, ReportError, ImageError)
 
 
 def main() -> None:
@@ -206,6 +207,27 @@ def report(study: str = typer.Argument(..., help="Study file or a study name in 
     target = output or Path(f"{Path(study).stem if study.endswith('.toml') else name}-report.html")
     path = write_report(db, name, target, png_dir=png)
     out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+def predict(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
+            images: list[Path] = typer.Argument(..., help="28x28 images: .png or .npy (white digit on black, "
+                                                          "or dark on light, which is inverted)."),
+            store: Optional[str] = StoreOpt):
+    """Classify images with a trained run: the predicted digit and its probability."""
+    from .api import predict as predict_api
+    for row in predict_api(_store(store), run_id, list(images)):
+        print(f"{row['file']}: {row['predicted']} ({row['confidence']:.1%})")  # one line per image, unwrapped
+
+
+@app.command()
+def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
+           output: Path = typer.Option(Path("export"), "-o", "--output", help="Folder to write into."),
+           store: Optional[str] = StoreOpt):
+    """Write a run's weights (safetensors), spec (JSON) and history (CSV) into a folder."""
+    from .api import export as export_api
+    for path in export_api(_store(store), run_id, output):
+        print(path)
 
 
 @data_app.command("fetch")

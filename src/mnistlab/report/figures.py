@@ -14,8 +14,6 @@ import base64
 import html
 import os
 import re
-import struct
-import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..images import png_bytes
 from .stats import summarize
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
@@ -242,19 +241,6 @@ class ImageCache:
             except (OSError, KeyError, ValueError):
                 self.loaded[dataset] = None
         return self.loaded[dataset]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A greyscale PNG of a (height, width) uint8 array, with zlib alone (no PIL)."""
-    pixels = np.ascontiguousarray(image, dtype=np.uint8)
-    height, width = pixels.shape
-    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))  # filter 0 per scanline
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
 def mistakes_grid(mistakes: list[dict[str, Any]], x_test: np.ndarray | None, path: Path) -> str:
