@@ -51,6 +51,18 @@ def test_members_train_as_if_alone(data):
     assert len({m.test_loss for m in together}) == 3  # and they are different runs
 
 
+def test_evaluation_in_chunks_equals_one_pass(data, monkeypatch):
+    import mnistlab.train as train
+    specs = [run_spec(REG, seed=i, epochs=1) for i in range(3)]
+    whole = fit_group(specs, data)  # the 500 test images in one batch
+    monkeypatch.setattr(train, "EVAL_BYTES", 4 * 784 * 3 * 120)  # 120 images a batch: 5, the last short
+    assert train.eval_batch(784, members=3) == 120
+    chunked = fit_group(specs, data)
+    for a, b in zip(whole, chunked):
+        assert b.test_loss == pytest.approx(a.test_loss, rel=1e-5) and b.confusion_test == a.confusion_test
+        assert b.train_accuracy == pytest.approx(a.train_accuracy, abs=1e-9)
+
+
 def test_per_member_l2_and_noise(data):
     specs = [run_spec([f"GaussianNoise({n})", f"Dense(32, activation='relu', kernel_regularizer=l2({l2}))",
                        "Dense(10, activation='softmax')"], seed=3) for n, l2 in [(0.1, 0.0001), (1.0, 0.1)]]

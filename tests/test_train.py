@@ -109,3 +109,35 @@ def test_channels_last_and_contiguous_agree(mnist, monkeypatch):
     assert fast.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-4)
     assert fast.test_loss == pytest.approx(plain.test_loss, rel=1e-3)
     assert fast.weights["conv2d_1.weight"].shape == plain.weights["conv2d_1.weight"].shape == (16, 1, 3, 3)
+
+
+def test_evaluation_batch_is_bounded_by_the_widest_layer():
+    from mnistlab.layers import build_model
+    from mnistlab.calls import parse_call
+    from mnistlab.train import EVAL_BATCH, EVAL_BYTES, eval_batch, widest_layer
+    mlp = build_model([parse_call(c) for c in RELU_2], (784,))
+    cnn = build_model([parse_call(c) for c in ("Conv2D(32, (3, 3), padding='same', activation='relu')", "Flatten()",
+                                               "Dense(10, activation='softmax')")], (1, 28, 28))
+    assert widest_layer(mlp) == 784 and widest_layer(cnn) == 32 * 28 * 28
+    assert eval_batch(widest_layer(mlp)) == EVAL_BATCH  # an MLP's activations are small: the largest batch
+    size = eval_batch(widest_layer(cnn))
+    assert size < EVAL_BATCH and size * 32 * 28 * 28 * 4 <= EVAL_BYTES < (size + 1) * 32 * 28 * 28 * 4
+    assert eval_batch(784, members=32) == EVAL_BYTES // (4 * 784 * 32)  # a group shares the budget
+    assert eval_batch(10**12) == 1
+
+
+def test_batched_prediction_equals_one_pass(mnist, monkeypatch):
+    import torch
+
+    import mnistlab.train as train
+    spec = run_spec(CNN, epochs=1, train_size=300, test_size=1000, batch_size=50)
+    data = tensors(spec)
+    model = train.make_model(spec, data)
+    model.eval()
+    with torch.inference_mode():
+        whole = model(data.x_test)
+    monkeypatch.setattr(train, "EVAL_BYTES", 4 * 16 * 26 * 26 * 300)  # 300 images a batch: 4 batches, the last short
+    assert train.eval_batch(train.widest_layer(model)) == 300
+    batched = train.predict(model, data.x_test)
+    assert batched.shape == (1000, 10)
+    torch.testing.assert_close(batched, whole, rtol=1e-5, atol=1e-5)

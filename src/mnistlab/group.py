@@ -25,8 +25,8 @@ from .data import TrainData
 from .layers import Dropout, GaussianNoise, Sequential
 from .optim import optimizer_defaults
 from .spec import RunSpec
-from .train import (EVAL_BATCH, PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion,
-                    generators, make_model)
+from .train import (PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion, eval_batch,
+                    generators, make_model, widest_layer)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -87,6 +87,7 @@ class Group:
         models = [make_model(s, data) for s in specs]  # each initialised from its own seed
         self.output_activation = models[0].output_activation
         self.input_shape = models[0].torch_input_shape
+        self.widest = widest_layer(models[0])
         self.device = data.x_train.device
         self.layers = [self._stack(name, [dict(m.named_children())[name] for m in models], models)
                        for name, _ in models[0].named_children()]
@@ -321,10 +322,14 @@ def _train_epoch(group: Group, data: TrainData, on_batch) -> tuple[list[float], 
 @torch.no_grad()
 def _predict(group: Group, x: torch.Tensor) -> torch.Tensor:
     """(K, N, 10) outputs in evaluation mode, every member on the same images."""
-    k = len(group.specs)
-    chunks = [group.forward(x[i:i + EVAL_BATCH].reshape(1, -1, *x.shape[1:]).flatten(2).expand(k, -1, -1), False)
-              for i in range(0, x.shape[0], EVAL_BATCH)]
-    return torch.cat(chunks, dim=1)
+    k, n = len(group.specs), x.shape[0]
+    size, out = eval_batch(group.widest, k), None
+    for i in range(0, n, size):  # into one tensor, as train.predict does (a list of chunks fragments the heap)
+        logits = group.forward(x[i:i + size].reshape(1, -1, *x.shape[1:]).flatten(2).expand(k, -1, -1), False)
+        if out is None:
+            out = logits.new_empty((k, n, logits.shape[-1]))
+        out[:, i:i + size] = logits
+    return out
 
 
 def _evaluate(group: Group, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None):

@@ -32,7 +32,8 @@ from .spec import RunSpec
 if TYPE_CHECKING:
     import numpy as np
 
-EVAL_BATCH = 4096  # evaluation batch: large, no gradients, bounded memory for CNNs
+EVAL_BATCH = 4096  # evaluation batch at most: large, no gradients
+EVAL_BYTES = 16 * 2**20  # ... and at most this much for its widest layer's output (docs/PERFORMANCE.md, W3)
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks (each one syncs with the device)
 CHANNELS_LAST = True  # CNNs in NHWC: oneDNN's preferred layout; W3 5-15% less CPU per step (docs/PERFORMANCE.md)
 
@@ -172,11 +173,35 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
     return loss_mean, correct.item() / n
 
 
+def eval_batch(widest: int, members: int = 1) -> int:
+    """Images per evaluation batch when a layer outputs ``widest`` floats an image (``members`` models
+    at once): as many as fit ``EVAL_BYTES``, up to ``EVAL_BATCH``. An MLP evaluates 4,096 images at
+    a time; a CNN whose conv outputs 25,088 floats an image 167, which is also faster (the
+    activations stay in cache) and keeps its peak memory that of training."""
+    return max(1, min(EVAL_BATCH, EVAL_BYTES // (4 * max(1, widest) * max(1, members))))
+
+
+def widest_layer(model: Sequential) -> int:
+    """The most floats any layer (or the input) holds for one image."""
+    return max([math.prod(model.torch_input_shape)] + [math.prod(i.output_shape) for i in model.layers])
+
+
 @torch.inference_mode()
 def predict(model: Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Logits for ``x`` in evaluation mode, in large batches."""
+    """Logits for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`).
+
+    The logits go into one tensor allocated after the first batch, not a list joined at the end: a
+    list of small chunks kept alive between the batches' large, short-lived activations fragments
+    glibc's heap, and a CNN's peak memory grew by 1-5 GB over one pass of 60,000 images (W3 in
+    docs/PERFORMANCE.md)."""
     model.eval()
-    return torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, x.shape[0], EVAL_BATCH)])
+    size, out = eval_batch(widest_layer(model)), None
+    for i in range(0, x.shape[0], size):
+        logits = model(x[i:i + size])
+        if out is None:
+            out = logits.new_empty((x.shape[0], *logits.shape[1:]))
+        out[i:i + size] = logits
+    return out if out is not None else model(x)
 
 
 def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
