@@ -2,7 +2,8 @@
 
 Runs that share a layer structure, optimizer kind, batch size, epochs and data, and differ in
 seed or scalar hyperparameters (learning rate, L2 factor, noise or dropout rate, initializer
-scale), are stacked: each Dense layer becomes one ``baddbmm`` over (K, batch, features). Each
+scale), are stacked: each Dense layer becomes one batched matmul over (K, batch, features) (K oneDNN
+GEMMs where they are large enough to pay: :func:`mnistlab.onednn.stacked_linear`). Each
 member keeps its own shuffling, dropout and noise generators and its own optimizer state, so a
 run's numbers are the same whether it trains alone (K = 1) or in a group, up to float rounding.
 
@@ -25,6 +26,7 @@ from .data import TrainData
 from .layers import Dropout, GaussianNoise, Sequential
 from .optim import optimizer_defaults
 from .spec import RunSpec
+from . import onednn
 from .train import (PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion, eval_batch,
                     generators, make_model, widest_layer)
 
@@ -173,7 +175,7 @@ class Group:
         for layer in self.layers:
             if layer.kind == "linear":
                 w, bias = layer.params["weight"], layer.params.get("bias")
-                x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2)) if bias is not None else x @ w.transpose(1, 2)
+                x = onednn.stacked_linear(x, w, bias)
             elif layer.kind == "bn":
                 x = self._batchnorm(layer, x, train)
             elif layer.kind == "dropout" and train:

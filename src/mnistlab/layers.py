@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calls import Call, did_you_mean
+from .onednn import Linear
 
 Shape = tuple[int, ...]  # Keras layout, no batch axis: (features,) or (H, W, C)
 
@@ -270,7 +271,7 @@ class _Ctx:
 def dense(c: _Ctx, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
           bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None) -> Shape:
     units = c.ints(units, "units")
-    op = c.add(nn.Linear(c.features(), units, bias=bool(use_bias), device=c.device))
+    op = c.add(Linear(c.features(), units, bias=bool(use_bias), device=c.device))
     c.weights(op, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer)
     c.act(activation)
     return (units,)
