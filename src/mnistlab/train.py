@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
+from . import fast
 from .data import TrainData
 from .layers import Sequential, build_model, input_kind
 from .optim import build_optimizer
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 EVAL_BATCH = 4096  # evaluation batch at most: large, no gradients
 EVAL_BYTES = 16 * 2**20  # ... and at most this much for its widest layer's output (docs/PERFORMANCE.md, W3)
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks (each one syncs with the device)
+# MLPs on the CPU step through fast.FastStep (no autograd graph, oneDNN GEMMs); False, or
+# MNISTLAB_FAST=0 in the environment, trains every model with autograd (tests compare the two)
+FAST = os.environ.get("MNISTLAB_FAST", "1") != "0"
 CHANNELS_LAST = True  # CNNs in NHWC: oneDNN's preferred layout; W3 5-15% less CPU per step (docs/PERFORMANCE.md)
 
 
@@ -143,18 +148,22 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
     order = torch.randperm(n, generator=shuffle).to(x.device)
     n_batches = math.ceil(n / batch_size)
     penalized = any(info.penalties for info in model.layers)  # skip a zero tensor per step otherwise
+    step = fast.FastStep(model, batch_size) if FAST and fast.supports(model) else None
     loss_sum = torch.zeros((), device=x.device)  # sample-weighted, on the device: no sync per batch
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     last_report = time.perf_counter()
     for b in range(n_batches):
         index = order[b * batch_size:(b + 1) * batch_size]
         xb, yb = x[index], y[index]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        if penalized:
-            loss = loss + model.regularization_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if step is not None:  # writes every p.grad
+            loss, logits = step(xb, yb)
+        else:
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if penalized:
+                loss = loss + model.regularization_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(1) == yb).sum()
