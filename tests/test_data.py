@@ -97,9 +97,7 @@ def cache_files() -> list[str]:
 def cache(tmp_path, monkeypatch):
     """A private cache dir; the fake dataset is registered by each test via register()."""
     monkeypatch.setenv("MNISTLAB_DATA", str(tmp_path / "cache"))
-    data._load_uint8.cache_clear()
     yield tmp_path
-    data._load_uint8.cache_clear()
 
 
 @pytest.fixture
@@ -269,7 +267,6 @@ def test_corrupt_cache_is_a_clear_error_and_force_repairs(cache, register):
     register(fake_info(arrays, [NpzUrl("npz", write_npz(cache / "src.npz", arrays).as_uri())]))
     path = data.fetch("fake")
     path.write_bytes(path.read_bytes()[:1000])  # truncated
-    data._load_uint8.cache_clear()
     for call in (lambda: data.load_arrays("fake"), lambda: data.fetch("fake")):
         with pytest.raises(DataError, match="corrupt cache .*fake.npz.*mnistlab data fetch --force"):
             call()
@@ -324,7 +321,6 @@ def real_cache() -> Path:
 
 @pytest.mark.skipif(not real_cache().exists(), reason="no MNIST cache; run `mnistlab data fetch`")
 def test_real_mnist():
-    data._load_uint8.cache_clear()
     (x_train, y_train), (x_test, y_test) = data.load_arrays("mnist")  # verifies the SHA-256s
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert y_train.shape == (60000,) and y_test.shape == (10000,) and x_train.dtype == np.uint8

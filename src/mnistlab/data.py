@@ -13,7 +13,6 @@ torch.Size([1000, 1, 28, 28])
 from __future__ import annotations
 
 import difflib
-import functools
 import gzip
 import hashlib
 import http.client
@@ -418,7 +417,6 @@ def fetch(name: str = "mnist", sources: Sequence[Source | str] | None = None,
         sidecar = {"source": source.name, "fetch_seconds": seconds,
                    "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _write_atomic(path.with_suffix(".json"), lambda f: f.write(json.dumps(sidecar, indent=1).encode()))
-        _load_uint8.cache_clear()
         say(f"{name}: verified and cached from {source.name} in {seconds} s: {path}")
         return path
     raise DataError(f"could not fetch {name} from any source: " + "; ".join(failures or ["none given"]))
@@ -427,14 +425,15 @@ def fetch(name: str = "mnist", sources: Sequence[Source | str] | None = None,
 # ---------------------------------------------------------------- what callers use
 
 
-@functools.lru_cache(maxsize=4)
 def _load_uint8(name: str, path: str) -> dict[str, np.ndarray]:
-    # keyed by path too: a changed $MNISTLAB_DATA is a different cache
+    # Read and verified on each call (0.24 s for MNIST), not kept: callers keep what they convert
+    # (the runner caches its tensors), and 55 MB of uint8 held for the process's life would put
+    # a training process above a plain PyTorch loop's peak memory (docs/PERFORMANCE.md).
     if not Path(path).exists():
         fetch(name)
     arrays = _read_cache(dataset(name), Path(path))  # verified once per process
     for a in arrays.values():
-        a.setflags(write=False)  # shared by every caller in this process
+        a.setflags(write=False)  # as documented: the cache file is the truth, not a caller's copy
     return arrays
 
 
@@ -480,7 +479,9 @@ def load_tensors(name: str = "mnist", image: bool = False, device: str | torch.d
     import torch
 
     def pixels(x: np.ndarray) -> torch.Tensor:  # numpy float32 division, as Keras users do it
-        return torch.from_numpy(x.astype(np.float32) / np.float32(255)).reshape(len(x), *shape).to(device)
+        f = x.astype(np.float32)
+        f /= np.float32(255)  # in place: one float copy of the images at a time, not two
+        return torch.from_numpy(f).reshape(len(x), *shape).to(device)
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(y.astype(np.int64)).to(device)
