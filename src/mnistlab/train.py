@@ -34,7 +34,7 @@ from .spec import RunSpec
 if TYPE_CHECKING:
     import numpy as np
 
-EVAL_BATCH = 4096  # evaluation batch at most: large, no gradients
+EVAL_BATCH = 1024  # evaluation batch at most: no gradients; larger ones only add memory
 EVAL_BYTES = 16 * 2**20  # ... and at most this much for its widest layer's output (docs/PERFORMANCE.md, W3)
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks (each one syncs with the device)
 # MLPs on the CPU step through fast.FastStep (no autograd graph, oneDNN GEMMs); False, or
@@ -184,7 +184,7 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
 
 def eval_batch(widest: int, members: int = 1) -> int:
     """Images per evaluation batch when a layer outputs ``widest`` floats an image (``members`` models
-    at once): as many as fit ``EVAL_BYTES``, up to ``EVAL_BATCH``. An MLP evaluates 4,096 images at
+    at once): as many as fit ``EVAL_BYTES``, up to ``EVAL_BATCH``. An MLP evaluates 1,024 images at
     a time; a CNN whose conv outputs 25,088 floats an image 167, which is also faster (the
     activations stay in cache) and keeps its peak memory that of training."""
     return max(1, min(EVAL_BATCH, EVAL_BYTES // (4 * max(1, widest) * max(1, members))))
@@ -271,15 +271,16 @@ def data_shape(spec: RunSpec) -> bool:
 
 
 def checkpoint_to_arrays(ck: Checkpoint) -> tuple[dict[str, "np.ndarray"], dict[str, str]]:
-    """Flatten a checkpoint into named arrays (copies) plus JSON metadata, for a safetensors file."""
+    """Flatten a checkpoint into named arrays plus JSON metadata, for a safetensors file. The arrays
+    share memory with the checkpoint's tensors (its own copies already): write them before changing it."""
     import json
 
-    arrays = {f"model.{k}": v.detach().cpu().numpy().copy() for k, v in ck.model.items()}
+    arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in ck.model.items()}
     scalars: dict[str, Any] = {}
     for index, state in ck.optimizer["state"].items():
         for name, value in state.items():
             if torch.is_tensor(value):
-                arrays[f"optimizer.{index}.{name}"] = value.detach().cpu().numpy().copy()
+                arrays[f"optimizer.{index}.{name}"] = value.detach().cpu().numpy()
             else:
                 scalars[f"{index}.{name}"] = value
     arrays["rng.torch"] = ck.torch_rng.numpy()
