@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import __version__
+from . import __version__, onednn, train
 from .data import TrainData, load_tensors
 from .spec import RunSpec, Study, expand
 from .store import Store
@@ -57,11 +57,15 @@ class Outcome:
 
 
 def environment() -> dict[str, Any]:
-    """Where a run trained: versions and hardware, for the report header."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (platform.processor() or platform.machine())
+    """Where and how a run trained: versions, hardware and the engine's paths (their rounding differs
+    in the last bits: docs/PERFORMANCE.md), for the report header and for provenance."""
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else (platform.processor() or platform.machine())
     return {"mnistlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "device_name": device, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+            "platform": platform.platform(), "device": "cuda" if cuda else "cpu",
+            "device_name": device, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "dense_gemm": "onednn" if onednn.available() and not cuda else "torch default",
+            "graph_free_mlp_step": bool(train.FAST and onednn.available() and not cuda)}
 
 
 @lru_cache(maxsize=4)
