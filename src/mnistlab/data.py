@@ -431,7 +431,7 @@ def _load_uint8(name: str, path: str) -> dict[str, np.ndarray]:
     # a training process above a plain PyTorch loop's peak memory (docs/PERFORMANCE.md).
     if not Path(path).exists():
         fetch(name)
-    arrays = _read_cache(dataset(name), Path(path))  # verified once per process
+    arrays = _read_cache(dataset(name), Path(path))  # SHA-256 checked on every read
     for a in arrays.values():
         a.setflags(write=False)  # as documented: the cache file is the truth, not a caller's copy
     return arrays

@@ -45,7 +45,7 @@ class _Slot:
 
     def __init__(self, module: nn.Module, batch: int, inplace: bool, input_grad: bool):
         self.module, self.batch = module, batch
-        self.inplace = inplace        # may overwrite its input: a Linear's or BatchNorm's output, which no backward reads
+        self.inplace = inplace        # may overwrite its input: a Linear's or BatchNorm's output, which no other backward reads
         self.input_grad = input_grad  # False for the first module with parameters: nothing before it learns
         self.buffers: dict[str, torch.Tensor] = {}
         self.saved: tuple = ()
@@ -171,8 +171,9 @@ def supports(model: nn.Module) -> bool:
 class FastStep:
     """Forward, loss and backward of ``model`` on one batch; buffers sized for ``batch_size`` rows.
 
-    Follows ``model.training`` as the modules do. The grads it writes are allocated here: callers
-    must not set them to None (``optimizer.zero_grad()`` is not needed: each step overwrites them).
+    Follows ``model.training`` as the modules do. Each call writes every ``p.grad``: Dense kernels get
+    new tensors, the other grads are allocated here once and overwritten (bound again if a caller set
+    them to None), so ``optimizer.zero_grad()`` is not needed.
     """
 
     def __init__(self, model: Sequential, batch_size: int):

@@ -28,7 +28,7 @@ from .optim import optimizer_defaults
 from .spec import RunSpec
 from . import onednn
 from .train import (PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion, eval_batch,
-                    generators, make_model, widest_layer)
+                    fill_batches, generators, make_model, widest_layer)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -324,14 +324,9 @@ def _train_epoch(group: Group, data: TrainData, on_batch) -> tuple[list[float], 
 @torch.no_grad()
 def _predict(group: Group, x: torch.Tensor) -> torch.Tensor:
     """(K, N, 10) outputs in evaluation mode, every member on the same images."""
-    k, n = len(group.specs), x.shape[0]
-    size, out = eval_batch(group.widest, k), None
-    for i in range(0, n, size):  # into one tensor, as train.predict does (a list of chunks fragments the heap)
-        logits = group.forward(x[i:i + size].reshape(1, -1, *x.shape[1:]).flatten(2).expand(k, -1, -1), False)
-        if out is None:
-            out = logits.new_empty((k, n, logits.shape[-1]))
-        out[:, i:i + size] = logits
-    return out
+    k = len(group.specs)
+    return fill_batches(x.shape[0], eval_batch(group.widest, k), axis=1, compute=lambda i, j: group.forward(
+        x[i:j].reshape(1, j - i, *x.shape[1:]).flatten(2).expand(k, -1, -1), False))
 
 
 def _evaluate(group: Group, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None):

@@ -57,7 +57,7 @@ class _Linear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _OP(x, weight, bias, "none", [], "")
+        return linear_forward(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -88,7 +88,7 @@ class _StackedLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return torch.stack([_OP(x[k], weight[k], None if bias is None else bias[k], "none", [], "")
+        return torch.stack([linear_forward(x[k], weight[k], None if bias is None else bias[k])
                             for k in range(x.shape[0])])
 
     @staticmethod

@@ -195,22 +195,27 @@ def widest_layer(model: Sequential) -> int:
     return max([math.prod(model.torch_input_shape)] + [math.prod(i.output_shape) for i in model.layers])
 
 
+def fill_batches(n: int, size: int, compute: Callable[[int, int], torch.Tensor], axis: int = 0) -> torch.Tensor:
+    """``compute(i, j)`` for rows ``i:j`` of ``n`` (n >= 1), ``size`` at a time, written along ``axis``
+    into one tensor allocated after the first batch. Not a list joined at the end: small chunks kept
+    alive between the batches' large, short-lived activations fragment glibc's heap, and a CNN's
+    process grew by 1-6 GB over one pass of 60,000 images (W3 in docs/PERFORMANCE.md)."""
+    out = None
+    for i in range(0, n, size):
+        part = compute(i, min(i + size, n))
+        if out is None:
+            out = part.new_empty((*part.shape[:axis], n, *part.shape[axis + 1:]))
+        out.narrow(axis, i, part.shape[axis]).copy_(part)
+    return out
+
+
 @torch.inference_mode()
 def predict(model: Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Logits for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`).
-
-    The logits go into one tensor allocated after the first batch, not a list joined at the end: a
-    list of small chunks kept alive between the batches' large, short-lived activations fragments
-    glibc's heap, and a CNN's peak memory grew by 1-5 GB over one pass of 60,000 images (W3 in
-    docs/PERFORMANCE.md)."""
+    """Logits for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`)."""
     model.eval()
-    size, out = eval_batch(widest_layer(model)), None
-    for i in range(0, x.shape[0], size):
-        logits = model(x[i:i + size])
-        if out is None:
-            out = logits.new_empty((x.shape[0], *logits.shape[1:]))
-        out[i:i + size] = logits
-    return out if out is not None else model(x)
+    if x.shape[0] == 0:
+        return model(x)
+    return fill_batches(x.shape[0], eval_batch(widest_layer(model)), lambda i, j: model(x[i:j]))
 
 
 def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
