@@ -41,10 +41,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from benchmarks.peers.mnistlab_peer import study_toml
     from benchmarks.workloads import WORKLOADS, select_runs
-    from mnistlab import onednn
-    from mnistlab import train as engine
+    from mnistlab.engine import onednn
+    from mnistlab.engine import fit as engine
     from mnistlab.data import load_tensors
-    from mnistlab.optim import build_optimizer
+    from mnistlab.engine.optim import build_optimizer
     from mnistlab.spec import expand, parse_study
 
     if args.workload not in WORKLOADS:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import mnistlab
-from mnistlab.calls import Call, parse_call
-from mnistlab.layers import build_model, input_kind
+from mnistlab.spec.calls import Call, parse_call
+from mnistlab.engine.layers import build_model, input_kind
 from mnistlab.spec import RunSpec, expand
 from seed_models import SEED_LAYER_PARAMS, SEED_MODELS, SEED_TOTALS
 

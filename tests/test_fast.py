@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistlab import onednn, train
-from mnistlab.calls import parse_call
+from mnistlab.engine import fit as train, onednn
+from mnistlab.spec.calls import parse_call
 from mnistlab.data import load_tensors
-from mnistlab.fast import FastStep, supports
-from mnistlab.layers import build_model
+from mnistlab.engine.fast import FastStep, supports
+from mnistlab.engine.layers import build_model
 from mnistlab.spec import RunSpec
 
 MODELS = {  # every kind FastStep handles, in and out of place, with penalties on kernels and biases

@@ -3,10 +3,10 @@
 import pytest
 
 from mnistlab.data import load_tensors
-from mnistlab.group import fit_group, group_key
-from mnistlab.runner import plan
+from mnistlab.engine.group import fit_group, group_key
+from mnistlab.runner.driver import plan
 from mnistlab.spec import RunSpec
-from mnistlab.train import Callbacks, fit
+from mnistlab.engine.fit import Callbacks, fit
 
 REG = ("Dense(48, activation='relu', kernel_regularizer=l2(0.001))", "BatchNormalization()",
        "Dense(10, activation='softmax')")
@@ -52,7 +52,7 @@ def test_members_train_as_if_alone(data):
 
 
 def test_evaluation_in_chunks_equals_one_pass(data, monkeypatch):
-    import mnistlab.train as train
+    import mnistlab.engine.fit as train
     specs = [run_spec(REG, seed=i, epochs=1) for i in range(3)]
     whole = fit_group(specs, data)  # the 500 test images in one batch
     monkeypatch.setattr(train, "EVAL_BYTES", 4 * 784 * 3 * 120)  # 120 images a batch: 5, the last short

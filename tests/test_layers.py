@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mnistlab.calls import Call, parse_call
-from mnistlab.layers import (ACTIVATIONS, INITIALIZERS, LAYERS, REGULARIZERS, LayerError, Sequential,
+from mnistlab.spec.calls import Call, parse_call
+from mnistlab.engine.layers import (ACTIVATIONS, INITIALIZERS, LAYERS, REGULARIZERS, LayerError, Sequential,
                              build_model, check_model, input_kind)
 from seed_models import SEED_LAYER_PARAMS, SEED_MODELS, SEED_TOTALS
 

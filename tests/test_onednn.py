@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistlab import onednn
+from mnistlab.engine import onednn
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN matmul")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistlab.calls import Call, parse_call
-from mnistlab.optim import OPTIMIZERS, OptimizerError, build_optimizer, optimizer_defaults
+from mnistlab.spec.calls import Call, parse_call
+from mnistlab.engine.optim import OPTIMIZERS, OptimizerError, build_optimizer, optimizer_defaults
 
 
 def opt_call(text: str) -> Call:

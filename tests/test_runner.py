@@ -65,7 +65,7 @@ def test_diverging_run_recorded_while_study_goes_on(write_study, mnist):
 
 
 def test_failed_run_retried_only_with_retry_failed(write_study, mnist, monkeypatch):
-    import mnistlab.runner as runner
+    import mnistlab.runner.driver as runner
     path = write_study(tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1))
     real_fit = runner.fit
 
@@ -193,7 +193,7 @@ def test_process_pool_shares_the_work_and_trains_each_run_once(write_study, mnis
     runs = store_of(path).runs(study="tiny")
     assert all(r["status"] == "done" and r["epochs_done"] == 1 for r in runs)
     assert {r["environment"]["threads"] for r in runs} == {max(1, os.cpu_count() // 2)}  # cores / workers
-    from mnistlab import onednn
+    from mnistlab.engine import onednn
     assert {r["environment"]["dense_gemm"] for r in runs} == {"onednn" if onednn.available() else "torch default"}
 
 

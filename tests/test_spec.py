@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from mnistlab.calls import CallSyntaxError, parse_call
+from mnistlab.spec.calls import CallSyntaxError, parse_call
 from mnistlab.spec import StudyError, derive_seed, expand, parse_study
 
 BASE = """

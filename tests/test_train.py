@@ -6,7 +6,8 @@ import pytest
 
 from mnistlab.data import load_tensors
 from mnistlab.spec import RunSpec
-from mnistlab.train import Callbacks, checkpoint_from_arrays, checkpoint_to_arrays, confusion, data_shape, fit
+from mnistlab.engine.checkpoint import checkpoint_from_arrays, checkpoint_to_arrays
+from mnistlab.engine.fit import Callbacks, confusion, data_shape, fit
 
 RELU_2 = ("Dense(364, activation='relu', kernel_initializer=RandomNormal(mean=0.0, stddev=0.074))",
           "Dense(212, activation='relu', kernel_initializer=RandomNormal(mean=0.0, stddev=0.097))",
@@ -100,7 +101,7 @@ def test_confusion_counts():
 
 
 def test_channels_last_and_contiguous_agree(mnist, monkeypatch):
-    import mnistlab.train as train
+    import mnistlab.engine.fit as train
     spec = run_spec(CNN, epochs=1, train_size=600, test_size=200, batch_size=50)
     data = tensors(spec)
     fast = fit(spec, data)
@@ -112,9 +113,9 @@ def test_channels_last_and_contiguous_agree(mnist, monkeypatch):
 
 
 def test_evaluation_batch_is_bounded_by_the_widest_layer():
-    from mnistlab.layers import build_model
-    from mnistlab.calls import parse_call
-    from mnistlab.train import EVAL_BATCH, EVAL_BYTES, eval_batch, widest_layer
+    from mnistlab.engine.layers import build_model
+    from mnistlab.spec.calls import parse_call
+    from mnistlab.engine.fit import EVAL_BATCH, EVAL_BYTES, eval_batch, widest_layer
     mlp = build_model([parse_call(c) for c in RELU_2], (784,))
     cnn = build_model([parse_call(c) for c in ("Conv2D(32, (3, 3), padding='same', activation='relu')", "Flatten()",
                                                "Dense(10, activation='softmax')")], (1, 28, 28))
@@ -129,7 +130,7 @@ def test_evaluation_batch_is_bounded_by_the_widest_layer():
 def test_batched_prediction_equals_one_pass(mnist, monkeypatch):
     import torch
 
-    import mnistlab.train as train
+    import mnistlab.engine.fit as train
     spec = run_spec(CNN, epochs=1, train_size=300, test_size=1000, batch_size=50)
     data = tensors(spec)
     model = train.make_model(spec, data)

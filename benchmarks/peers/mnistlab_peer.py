@@ -80,7 +80,7 @@ def train_study(study, args) -> None:
     from benchmarks.peers.common import Reporter
     from mnistlab import __version__
     from mnistlab.api import check_study
-    from mnistlab.runner import Silent, run_study
+    from mnistlab.runner.driver import Silent, run_study
     from mnistlab.store import Store
 
     check_study(study)

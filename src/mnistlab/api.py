@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import spec as spec_module
-from .data import DATASETS
-from .layers import LayerError, check_model, input_kind
-from .optim import OptimizerError, optimizer_defaults
-from .executors import EXECUTORS
-from .runner import Outcome, Reporter
-from .spec import Study, StudyError, expand
+from .engine.check import check_study
+from .errors import StudyError
+from .runner.driver import Outcome, Reporter
+from .runner.executors import EXECUTORS
+from .spec import Study
 from .store import Store
 
 
@@ -25,31 +24,32 @@ def load_study(path: str | Path) -> Study:
     return study
 
 
-def check_study(study: Study) -> None:
-    if study.dataset not in DATASETS:
-        from .calls import did_you_mean
-        raise StudyError(f"{study.where('dataset')}: dataset {study.dataset!r} is unknown; "
-                         f"{did_you_mean(study.dataset, DATASETS)}")
-    checked: set[tuple[str, ...]] = set()
-    for run in expand(study):
-        try:
-            optimizer_defaults(run.optimizer_call())
-        except OptimizerError as exc:
-            raise StudyError(f"{study.where('optimizer')}: model {run.model!r}: optimizer: {exc}") from None
-        if run.layers in checked:
-            continue
-        checked.add(run.layers)
-        entry = next(m for m in study.models if m.name == run.model)
-        try:
-            calls = run.layer_calls()
-            shape = (1, 28, 28) if input_kind(calls) == "image" else (784,)
-            check_model(calls, shape)
-        except LayerError as exc:
-            layer = entry.layers[exc.index] if exc.index is not None and exc.index < len(entry.layers) else None
-            where = f"layer {exc.index + 1} {layer!r}: " if layer else ""
-            point = f" [{run.point}]" if run.point else ""
-            raise StudyError(f"{study.where(layer or run.model)}: model {run.model!r}{point}: "
-                             f"{where}{exc.message}") from None
+def read_study(path: str | Path) -> Study:
+    """A study file parsed and validated against the schema, its calls not yet checked (for its name)."""
+    return spec_module.load_study(path)
+
+
+def summaries(study: Study) -> list[tuple[str, str]]:
+    """(label, Keras-style summary text) for each distinct architecture of the study, in study order."""
+    from .engine.layers import build_model, input_shape
+    seen, out = set(), []
+    for spec in spec_module.expand(study):
+        if spec.layers not in seen:
+            seen.add(spec.layers)
+            calls = spec.layer_calls()
+            out.append((spec.label, build_model(calls, input_shape(calls)).summary()))
+    return out
+
+
+def fetch_data(name: str = "mnist", force: bool = False) -> Path:
+    """Get a dataset into the verified cache (see ``mnistlab.data.fetch``)."""
+    from . import data
+    return data.fetch(name, force=force)
+
+
+def data_info(name: str = "mnist") -> dict:
+    from . import data
+    return data.info(name)
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
@@ -71,7 +71,7 @@ def load_model(store: Store, run_id: str):
     """The trained model of a run (evaluation mode), rebuilt from its spec and stored weights."""
     import torch
 
-    from .layers import build_model
+    from .engine.layers import build_model, input_shape
     from .spec import RunSpec
     full = store.resolve(run_id)
     row = store.runs(ids=[full], current=False)[0]
@@ -80,7 +80,7 @@ def load_model(store: Store, run_id: str):
         raise StudyError(f"run {full} has no trained weights (status {row['status']}); `mnistlab run` it first")
     spec = RunSpec.from_json({k: v for k, v in row["spec"].items() if k != "id"})
     calls = spec.layer_calls()
-    model = build_model(calls, (1, 28, 28) if input_kind(calls) == "image" else (784,))
+    model = build_model(calls, input_shape(calls))
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in loaded[0].items()})
     return model.eval(), spec
 

@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .errors import MnistlabError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
 data_app = typer.Typer(no_args_is_help=True, help="Get and inspect datasets.")
@@ -25,19 +27,8 @@ StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [de
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
 
 
-class CliError(Exception):
-    pass
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from .data import DataError
-    from .images import ImageError
-    from .layers import LayerError
-    from .optim import OptimizerError
-    from .report.html import ReportError
-    from .spec import StudyError
-    from .store import StoreError
-    return (CliError, StudyError, StoreError, DataError, LayerError, OptimizerError, ReportError, ImageError)
+class CliError(MnistlabError):
+    """Bad command-line input."""
 
 
 def main() -> None:
@@ -59,14 +50,14 @@ def main() -> None:
             else:
                 err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
             raise SystemExit(exc.exit_code)
-        if isinstance(exc, _user_errors()):
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise SystemExit(2)
+        if isinstance(exc, MnistlabError):
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise SystemExit(exc.exit_code)
         raise
 
 
 def _store(url: Optional[str], study_path: Optional[Path] = None):
-    from .store import Store
+    from .api import Store
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
         return Store.for_study(study_path, url)
@@ -77,8 +68,8 @@ def _study_name(study: str) -> str:
     """A study argument is a file (its ``name`` is read) or a name already in the store."""
     path = Path(study)
     if path.suffix == ".toml":
-        from .spec import load_study
-        return load_study(path).name
+        from .api import read_study
+        return read_study(path).name
     return study
 
 
@@ -113,18 +104,10 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
 @app.command()
 def summary(study: Path = typer.Argument(..., help="Study file (TOML).")):
     """Print a Keras-style summary of every model in STUDY (layers, output shapes, parameters)."""
-    from .api import load_study
-    from .layers import build_model, input_kind
-    from .spec import expand
-    seen = set()
-    for spec in expand(load_study(study)):
-        if spec.layers in seen:
-            continue
-        seen.add(spec.layers)
-        calls = spec.layer_calls()
-        shape = (1, 28, 28) if input_kind(calls) == "image" else (784,)
-        out.print(f"[bold]{spec.label}[/bold]")
-        out.print(build_model(calls, shape).summary(), highlight=False)
+    from .api import load_study, summaries
+    for label, text in summaries(load_study(study)):
+        out.print(f"[bold]{escape(label)}[/bold]")
+        out.print(text, highlight=False, markup=False)
         out.print()
 
 
@@ -233,17 +216,17 @@ def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous pref
 @data_app.command("fetch")
 def data_fetch(name: str = typer.Argument("mnist"), force: bool = typer.Option(False, "--force")):
     """Download (or unpack the offline copy of) a dataset into the cache, checking its SHA-256."""
-    from . import data
+    from .api import fetch_data
     started = time.perf_counter()
-    path = data.fetch(name, force=force)
+    path = fetch_data(name, force=force)
     out.print(f"{name}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False)
 
 
 @data_app.command("info")
 def data_info(name: str = typer.Argument("mnist")):
     """Where a dataset is cached, its shapes, class counts and source."""
-    from . import data
-    for key, value in data.info(name).items():
+    from .api import data_info
+    for key, value in data_info(name).items():
         out.print(f"{key}: {value}", highlight=False)
 
 

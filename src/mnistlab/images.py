@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ImageError
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (grey, RGB, grey+alpha, RGBA)
-
-
-class ImageError(ValueError):
-    """An image cannot be read: one line naming the file and what would be right."""
 
 
 def png_bytes(image: np.ndarray) -> bytes:

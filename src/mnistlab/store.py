@@ -24,6 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 from safetensors.numpy import load_file, save_file
 
+from .errors import StoreError
+
 SCHEMA_VERSION = 1
 STALE_AFTER = 600  # seconds without a heartbeat before another host may take a running run over
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -69,10 +71,6 @@ artifacts = sa.Table(
     sa.Column("path", sa.Text), sa.Column("data", sa.JSON), sa.Column("sha256", sa.String(64)))
 
 MIGRATIONS: dict[int, Any] = {}  # version -> function(connection) upgrading it to version + 1
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used: one line naming the database and what to do."""
 
 
 def _now() -> dt.datetime:

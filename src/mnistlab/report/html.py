@@ -20,6 +20,7 @@ from typing import Any, Callable
 import plotly.graph_objects as go
 import plotly.offline
 
+from ..errors import ReportError
 from ..store import Store
 from . import figures
 from .figures import ImageCache, kernels, slug
@@ -29,10 +30,6 @@ PNG_HINT = ("pip install 'mnistlab[png]' (kaleido, which drives a Chrome or Chro
             "install one too, e.g. apt-get install chromium)")
 METRIC_COLUMNS = [("train_loss", "train loss", 4), ("train_accuracy", "train acc", 4),
                   ("test_loss", "test loss", 4), ("test_accuracy", "test acc", 4)]
-
-
-class ReportError(Exception):
-    """The report cannot be written: one line saying why and what to do."""
 
 
 def esc(value: Any) -> str:

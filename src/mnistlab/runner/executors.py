@@ -13,9 +13,11 @@ import multiprocessing
 import os
 from typing import Callable
 
-from .runner import Outcome, Reporter, run_study
-from .spec import Study, StudyError
-from .store import Store
+from ..engine.check import check_study
+from ..errors import StudyError
+from ..spec import Study, parse_study
+from ..store import Store
+from .driver import Outcome, Reporter, run_study
 
 
 def inline(study: Study, store: Store, reporter: Reporter | None = None, retry_failed: bool = False,
@@ -49,8 +51,6 @@ def _worker(path: str | None, source: str, url: str, artifacts: str, retry_faile
             threads: int) -> Outcome:
     import torch
 
-    from .api import check_study
-    from .spec import parse_study
     torch.set_num_threads(threads)
     study = parse_study(source, path or "<study>")
     check_study(study)

@@ -16,9 +16,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-
-class CallSyntaxError(ValueError):
-    """The text is not a call of a name with literal arguments."""
+from ..errors import CallSyntaxError
 
 
 @dataclass(frozen=True)

@@ -28,20 +28,21 @@ import itertools
 import json
 import re
 import string
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .calls import Call, CallSyntaxError, parse_call
+from ..errors import CallSyntaxError, StudyError
+from .calls import Call, parse_call
+
+try:  # Python 3.11+; tomli is the same parser for 3.10
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 SETTINGS = ("epochs", "batch_size", "optimizer")  # sweepable training settings; "optimizer.ARG" too
-
-
-class StudyError(ValueError):
-    """A study file is wrong. ``str()`` is one line: ``FILE:LINE: where: what, and what would be right``."""
 
 
 class _Strict(BaseModel):

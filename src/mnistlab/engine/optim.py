@@ -20,11 +20,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .calls import Call, did_you_mean
-
-
-class OptimizerError(ValueError):
-    """An optimizer that cannot be built; the message says what was received and what would be right."""
+from ..errors import OptimizerError
+from ..spec.calls import Call, did_you_mean
 
 
 def adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False):

@@ -20,19 +20,17 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import fast
-from .data import TrainData
+from .checkpoint import Checkpoint, capture
+from ..data import TrainData
 from .layers import Sequential, build_model, input_kind
 from .optim import build_optimizer
-from .spec import RunSpec
-
-if TYPE_CHECKING:
-    import numpy as np
+from ..spec import RunSpec
 
 EVAL_BATCH = 1024  # evaluation batch at most: no gradients; larger ones only add memory
 EVAL_BYTES = 16 * 2**20  # ... and at most this much for its widest layer's output (docs/PERFORMANCE.md, W3)
@@ -41,19 +39,6 @@ PROGRESS_EVERY = 0.25  # seconds between progress callbacks (each one syncs with
 # MNISTLAB_FAST=0 in the environment, trains every model with autograd (tests compare the two)
 FAST = os.environ.get("MNISTLAB_FAST", "1") != "0"
 CHANNELS_LAST = True  # CNNs in NHWC: oneDNN's preferred layout; W3 5-15% less CPU per step (docs/PERFORMANCE.md)
-
-
-@dataclass
-class Checkpoint:
-    """Everything needed to continue after ``epoch`` as if never stopped."""
-
-    epoch: int  # epochs completed
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    torch_rng: torch.Tensor  # the run's dropout and noise generator
-    shuffle_rng: torch.Tensor  # the per-run shuffling generator
-    history: list[dict[str, float]]
-    seconds: float
 
 
 @dataclass
@@ -136,7 +121,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         seconds += row["seconds"]
         history.append(row)
         if callbacks.on_epoch:
-            callbacks.on_epoch(row, _checkpoint(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
+            callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
     return _finish(spec, model, data, history, seconds, status, error)
 
 
@@ -263,53 +248,6 @@ def generators(spec: RunSpec, device: torch.device | str) -> tuple[torch.Generat
             torch.Generator(device=device).manual_seed(spec.seed + 2))
 
 
-def _checkpoint(epoch: int, model: Sequential, optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
-                noise: torch.Generator, history: list[dict[str, float]], seconds: float) -> Checkpoint:
-    return Checkpoint(epoch=epoch, model={k: v.detach().clone() for k, v in model.state_dict().items()},
-                      optimizer=copy.deepcopy(optimizer.state_dict()), torch_rng=noise.get_state(),
-                      shuffle_rng=shuffle.get_state(), history=list(history), seconds=seconds)
-
-
 def data_shape(spec: RunSpec) -> bool:
     """True when the model takes images (N, 1, 28, 28); False for flat (N, 784) input."""
     return input_kind(spec.layer_calls()) == "image"
-
-
-def checkpoint_to_arrays(ck: Checkpoint) -> tuple[dict[str, "np.ndarray"], dict[str, str]]:
-    """Flatten a checkpoint into named arrays plus JSON metadata, for a safetensors file. The arrays
-    share memory with the checkpoint's tensors (its own copies already): write them before changing it."""
-    import json
-
-    arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in ck.model.items()}
-    scalars: dict[str, Any] = {}
-    for index, state in ck.optimizer["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                arrays[f"optimizer.{index}.{name}"] = value.detach().cpu().numpy()
-            else:
-                scalars[f"{index}.{name}"] = value
-    arrays["rng.torch"] = ck.torch_rng.numpy()
-    arrays["rng.shuffle"] = ck.shuffle_rng.numpy()
-    metadata = {"epoch": str(ck.epoch), "seconds": repr(ck.seconds), "history": json.dumps(ck.history),
-                "param_groups": json.dumps(ck.optimizer["param_groups"]), "scalars": json.dumps(scalars)}
-    return arrays, metadata
-
-
-def checkpoint_from_arrays(arrays: dict[str, "np.ndarray"], metadata: dict[str, str]) -> Checkpoint:
-    import json
-
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in arrays.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
-    for key, value in json.loads(metadata["scalars"]).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    return Checkpoint(
-        epoch=int(metadata["epoch"]),
-        model={k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")},
-        optimizer={"state": state, "param_groups": json.loads(metadata["param_groups"])},
-        torch_rng=torch.from_numpy(arrays["rng.torch"].copy()),
-        shuffle_rng=torch.from_numpy(arrays["rng.shuffle"].copy()),
-        history=json.loads(metadata["history"]), seconds=float(metadata["seconds"]))

@@ -28,19 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calls import Call, did_you_mean
+from ..errors import LayerError
+from ..spec.calls import Call, did_you_mean
 from .onednn import Linear
 
 Shape = tuple[int, ...]  # Keras layout, no batch axis: (features,) or (H, W, C)
-
-
-class LayerError(ValueError):
-    """A model that cannot be built; ``index`` is 0-based (None: the whole model), ``str()`` counts from 1."""
-
-    def __init__(self, message: str, index: int | None = None, name: str | None = None):
-        self.message, self.index, self.name = message, index, name
-        where = "" if index is None else f"layer {index + 1}" + (f" ({name})" if name else "") + ": "
-        super().__init__(where + message)
 
 
 def bind(fn: Callable, call: Call, skip: int = 0) -> dict[str, Any]:
@@ -363,6 +355,11 @@ def input_kind(calls: Sequence[Call]) -> str:
     return "flat"
 
 
+def input_shape(calls: Sequence[Call]) -> Shape:
+    """One example as the data tensor holds it: (1, 28, 28) for image models, (784,) for flat ones."""
+    return (1, 28, 28) if input_kind(calls) == "image" else (784,)
+
+
 def _input_shape(calls: Sequence[Call], given: Shape | None) -> Shape:
     """Keras-layout input: the first layer's declared input_shape, else the data's ``given`` shape.
 
@@ -370,7 +367,7 @@ def _input_shape(calls: Sequence[Call], given: Shape | None) -> Shape:
     A flat model takes it flat; an image model takes (C, H, W) as (H, W, C) and n*n values as (n, n, 1).
     """
     kind, kw = input_kind(calls), calls[0].kw()
-    given = tuple(given) if given is not None else (1, 28, 28) if kind == "image" else (784,)
+    given = tuple(given) if given is not None else input_shape(calls)
     values, side = math.prod(given), math.isqrt(math.prod(given))
     declared = kw.get("input_shape", (kw["input_dim"],) if "input_dim" in kw else None)
     if declared is not None:
