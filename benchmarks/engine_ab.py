@@ -19,10 +19,10 @@ import argparse
 import statistics
 import time
 
-PATHS = {  # name -> (train.FAST, oneDNN on)
-    "mkl-autograd": (False, False),
-    "onednn-autograd": (False, True),
-    "onednn-fast": (True, True),
+PATHS = {  # name -> EngineOptions fields
+    "mkl-autograd": {"dense_gemm": "torch", "graph_free_mlp_step": False},
+    "onednn-autograd": {"dense_gemm": "onednn", "graph_free_mlp_step": False},
+    "onednn-fast": {"dense_gemm": "onednn", "graph_free_mlp_step": True},
 }
 
 
@@ -41,8 +41,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from benchmarks.peers.mnistlab_peer import study_toml
     from benchmarks.workloads import WORKLOADS, select_runs
-    from mnistlab.engine import onednn
     from mnistlab.engine import fit as engine
+    from mnistlab.engine.options import EngineOptions
     from mnistlab.data import load_tensors
     from mnistlab.engine.optim import build_optimizer
     from mnistlab.spec import expand, parse_study
@@ -55,16 +55,11 @@ def main() -> None:
     runs = select_runs(WORKLOADS[args.workload], 1)[:1]
     spec = expand(parse_study(study_toml(args.workload, runs, 1, args.images), path=f"<{args.workload}>"))[0]
     data = load_tensors("mnist", image=engine.data_shape(spec), train_size=args.images, test_size=1000)
-    op = onednn._OP
-
-    def use(name: str) -> None:
-        fast, dnn = PATHS[name]
-        engine.FAST, onednn._OP = fast, (op if dnn else None)
+    options = {name: EngineOptions(**PATHS[name]).resolved() for name in names}
 
     states = {}
     for name in names:
-        use(name)
-        model = engine.make_model(spec, data)
+        model = engine.make_model(spec, data, options[name])
         shuffle, noise = engine.generators(spec, "cpu")
         for module in model.modules():
             if hasattr(module, "generator"):
@@ -72,10 +67,10 @@ def main() -> None:
         states[name] = (model, build_optimizer(spec.optimizer_call(), model.parameters()), shuffle)
 
     def one_round(name: str) -> float:
-        use(name)
         model, optimizer, shuffle = states[name]
         start = time.perf_counter()
-        engine._train_epoch(model, optimizer, data, spec.batch_size, shuffle, engine.Callbacks())
+        engine._train_epoch(model, optimizer, data, spec.batch_size, shuffle, engine.Callbacks(),
+                            options[name].graph_free_mlp_step)
         return (time.perf_counter() - start) / -(-args.images // spec.batch_size) * 1e3
 
     if args.profile:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab.engine import fit as train, onednn
+from mnistlab.engine.options import EngineOptions
 from mnistlab.spec.calls import parse_call
 from mnistlab.data import load_tensors
 from mnistlab.engine.fast import FastStep, supports
@@ -42,13 +43,13 @@ def model(layers, seed=0):
 
 
 def autograd_step(m, x, y):
-    op, onednn._OP = onednn._OP, None   # the reference: F.linear, i.e. MKL, under autograd
+    train.configure(m, EngineOptions(dense_gemm="torch"))   # the reference: F.linear, i.e. MKL, under autograd
     try:
         loss = F.cross_entropy(m(x), y) + m.regularization_loss()
         m.zero_grad(set_to_none=True)
         loss.backward()
     finally:
-        onednn._OP = op
+        train.configure(m, EngineOptions())
     return loss.detach()
 
 
@@ -111,15 +112,15 @@ def test_supports_only_flat_float32_cpu_mlps():
         FastStep(model(cnn), 32)
 
 
-def test_without_onednn_dense_layers_fall_back_to_f_linear(monkeypatch):
+def test_dense_gemm_torch_falls_back_to_f_linear():
     m = model(MODELS["relu_2"]).eval()   # no dropout: the two passes see the same function
     x = torch.rand(8, 784, requires_grad=True)
     on = m(x)
     on.sum().backward()
     grad_on = x.grad.clone()
     assert onednn.available() and on.grad_fn.name().endswith("_LinearBackward")  # this machine's wheel has oneDNN
-    monkeypatch.setattr(onednn, "_OP", None)
-    assert not onednn.available() and not supports(m)
+    train.configure(m, EngineOptions(dense_gemm="torch"))
+    assert not supports(m)   # the graph-free step is oneDNN's
     x.grad = None
     off = m(x)
     off.sum().backward()
@@ -142,11 +143,11 @@ def test_fit_fast_equals_fit_autograd(data, monkeypatch):
     calls = []
     step = FastStep.__call__
     monkeypatch.setattr(FastStep, "__call__", lambda self, x, y: calls.append(1) or step(self, x, y))
-    monkeypatch.setattr(train, "FAST", True)
-    fast = train.fit(spec, data)
+    fast = train.fit(spec, data, options=EngineOptions(graph_free_mlp_step=True))
     assert len(calls) == 2 * 32
-    monkeypatch.setattr(train, "FAST", False)
-    plain = train.fit(spec, data)
+    assert fast.engine["graph_free_mlp_step"] and fast.engine["dense_gemm"] == "onednn"
+    plain = train.fit(spec, data, options=EngineOptions(graph_free_mlp_step=False))
+    assert not plain.engine["graph_free_mlp_step"]
     assert len(calls) == 2 * 32
     for a, b in zip(plain.history, fast.history):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):

@@ -4,6 +4,7 @@ import pytest
 
 from mnistlab.data import load_tensors
 from mnistlab.engine.group import fit_group, group_key
+from mnistlab.engine.options import EngineOptions
 from mnistlab.runner.driver import plan
 from mnistlab.spec import RunSpec
 from mnistlab.engine.fit import Callbacks, fit
@@ -55,9 +56,9 @@ def test_evaluation_in_chunks_equals_one_pass(data, monkeypatch):
     import mnistlab.engine.fit as train
     specs = [run_spec(REG, seed=i, epochs=1) for i in range(3)]
     whole = fit_group(specs, data)  # the 500 test images in one batch
-    monkeypatch.setattr(train, "EVAL_BYTES", 4 * 784 * 3 * 120)  # 120 images a batch: 5, the last short
-    assert train.eval_batch(784, members=3) == 120
-    chunked = fit_group(specs, data)
+    budget = 4 * 784 * 3 * 120  # 120 images a batch: 5, the last short
+    assert train.eval_batch(784, members=3, budget=budget) == 120
+    chunked = fit_group(specs, data, options=EngineOptions(eval_bytes=budget))
     for a, b in zip(whole, chunked):
         assert b.test_loss == pytest.approx(a.test_loss, rel=1e-5) and b.confusion_test == a.confusion_test
         assert b.train_accuracy == pytest.approx(a.train_accuracy, abs=1e-9)

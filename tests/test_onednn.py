@@ -10,12 +10,8 @@ pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build
 
 
 def reference(fn, *tensors):
-    """fn's output and its inputs' grads (of a fixed random projection of the output), with oneDNN off."""
-    op, onednn._OP = onednn._OP, None
-    try:
-        return _run(fn, *tensors)
-    finally:
-        onednn._OP = op
+    """fn's output and its inputs' grads (of a fixed random projection of the output); fn is torch's own."""
+    return _run(fn, *tensors)
 
 
 def _run(fn, *tensors):
@@ -41,12 +37,11 @@ def test_linear_equals_f_linear(input_grad, bias):
 
 
 @pytest.mark.parametrize("loop", [True, False])  # K oneDNN GEMMs, or one batched matmul below the threshold
-def test_stacked_linear_equals_each_member_alone(loop, monkeypatch):
-    monkeypatch.setattr(onednn, "LOOP_MIN_MACS", 1 if loop else 10**12)
+def test_stacked_linear_equals_each_member_alone(loop):
     torch.manual_seed(1)
     x = torch.randn(3, 16, 40, requires_grad=True)
     w, b = torch.randn(3, 12, 40, requires_grad=True), torch.randn(3, 12, requires_grad=True)
-    out, (gx, gw, gb) = _run(onednn.stacked_linear, x, w, b)
+    out, (gx, gw, gb) = _run(lambda x, w, b: onednn.stacked_linear(x, w, b, min_macs=1 if loop else 10**12), x, w, b)
     assert out.shape == (3, 16, 12)
     for k in range(3):
         want, (wx, ww, wb) = reference(lambda x, w, b: F.linear(x, w, b), x[k], w[k], b[k])
@@ -63,3 +58,9 @@ def test_float64_and_non_2d_input_take_f_linear():
     assert out.dtype == torch.float64 and out.grad_fn.name() == "MmBackward0"
     out = onednn.linear(torch.randn(2, 3, 6, requires_grad=True), w.float())
     assert out.shape == (2, 3, 4) and not out.grad_fn.name().endswith("_LinearBackward")
+
+
+def test_use_onednn_false_takes_f_linear():
+    x, w = torch.randn(4, 6, requires_grad=True), torch.randn(5, 6)
+    assert onednn.linear(x, w).grad_fn.name().endswith("_LinearBackward")
+    assert onednn.linear(x, w, use_onednn=False).grad_fn.name() == "MmBackward0"

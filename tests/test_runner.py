@@ -194,7 +194,7 @@ def test_process_pool_shares_the_work_and_trains_each_run_once(write_study, mnis
     assert all(r["status"] == "done" and r["epochs_done"] == 1 for r in runs)
     assert {r["environment"]["threads"] for r in runs} == {max(1, os.cpu_count() // 2)}  # cores / workers
     from mnistlab.engine import onednn
-    assert {r["environment"]["dense_gemm"] for r in runs} == {"onednn" if onednn.available() else "torch default"}
+    assert {r["environment"]["dense_gemm"] for r in runs} == {"onednn" if onednn.available() else "torch"}
 
 
 def test_predict_and_export_a_trained_run(write_study, mnist, tmp_path):

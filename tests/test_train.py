@@ -8,6 +8,7 @@ from mnistlab.data import load_tensors
 from mnistlab.spec import RunSpec
 from mnistlab.engine.checkpoint import checkpoint_from_arrays, checkpoint_to_arrays
 from mnistlab.engine.fit import Callbacks, confusion, data_shape, fit
+from mnistlab.engine.options import EngineOptions
 
 RELU_2 = ("Dense(364, activation='relu', kernel_initializer=RandomNormal(mean=0.0, stddev=0.074))",
           "Dense(212, activation='relu', kernel_initializer=RandomNormal(mean=0.0, stddev=0.097))",
@@ -105,8 +106,8 @@ def test_channels_last_and_contiguous_agree(mnist, monkeypatch):
     spec = run_spec(CNN, epochs=1, train_size=600, test_size=200, batch_size=50)
     data = tensors(spec)
     fast = fit(spec, data)
-    monkeypatch.setattr(train, "CHANNELS_LAST", False)
-    plain = fit(spec, data)
+    plain = fit(spec, data, options=EngineOptions(channels_last=False))
+    assert fast.engine["channels_last"] and not plain.engine["channels_last"]
     assert fast.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-4)
     assert fast.test_loss == pytest.approx(plain.test_loss, rel=1e-3)
     assert fast.weights["conv2d_1.weight"].shape == plain.weights["conv2d_1.weight"].shape == (16, 1, 3, 3)
@@ -137,8 +138,8 @@ def test_batched_prediction_equals_one_pass(mnist, monkeypatch):
     model.eval()
     with torch.inference_mode():
         whole = model(data.x_test)
-    monkeypatch.setattr(train, "EVAL_BYTES", 4 * 16 * 26 * 26 * 300)  # 300 images a batch: 4 batches, the last short
-    assert train.eval_batch(train.widest_layer(model)) == 300
-    batched = train.predict(model, data.x_test)
+    budget = 4 * 16 * 26 * 26 * 300  # 300 images a batch: 4 batches, the last short
+    assert train.eval_batch(train.widest_layer(model), budget=budget) == 300
+    batched = train.predict(model, data.x_test, budget)
     assert batched.shape == (1000, 10)
     torch.testing.assert_close(batched, whole, rtol=1e-5, atol=1e-5)

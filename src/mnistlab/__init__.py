@@ -8,7 +8,7 @@
 Attributes are imported lazily, so ``import mnistlab.store`` or ``mnistlab.report`` never loads torch.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["Store", "__version__", "load_study", "run"]
 
 

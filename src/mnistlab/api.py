@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from . import numerics
 from . import spec as spec_module
 from .engine.check import check_study
+from .engine.options import EngineOptions
 from .errors import StudyError
 from .runner.driver import Outcome, Reporter
 from .runner.executors import EXECUTORS
+from .runner.options import RunOptions
 from .spec import Study
 from .store import Store
 
@@ -53,25 +57,29 @@ def data_info(name: str = "mnist") -> dict:
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
-        retry_failed: bool = False, group: bool = True, workers: int = 1) -> Outcome:
+        options: RunOptions | None = None, engine: EngineOptions | None = None, **settings) -> Outcome:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
 
+    ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
+    say how the study runs; ``engine`` how the engine computes (default: from the environment).
     ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
     """
     if not isinstance(study, Study):
         study = load_study(study)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
-    if workers > 1:
-        return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
-    return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)
+    options = replace(options or RunOptions(), **settings)
+    if options.workers > 1 and options.executor == "inline":
+        options = replace(options, executor="processes")
+    engine = engine or EngineOptions.from_environment()
+    return EXECUTORS[options.executor](study, store, reporter, options, engine)
 
 
 def load_model(store: Store, run_id: str):
     """The trained model of a run (evaluation mode), rebuilt from its spec and stored weights."""
     import torch
 
-    from .engine.layers import build_model, input_shape
+    from .engine.layers import Flatten, build_model, input_shape
     from .spec import RunSpec
     full = store.resolve(run_id)
     row = store.runs(ids=[full], current=False)[0]
@@ -82,6 +90,10 @@ def load_model(store: Store, run_id: str):
     calls = spec.layer_calls()
     model = build_model(calls, input_shape(calls))
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in loaded[0].items()})
+    if numerics.of(row["environment"]) < 2:  # trained when Flatten took torch's (C, H, W) order
+        for module in model.modules():
+            if isinstance(module, Flatten):
+                module.keras_order = False
     return model.eval(), spec
 
 

@@ -83,14 +83,16 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
                                                                 "(each with cores/N threads); 1 trains here.")):
     """Train every run of STUDY not done yet, then print the comparison table."""
-    from .api import load_study, run as run_api
+    from .api import EngineOptions, RunOptions, load_study, run as run_api
     spec = load_study(study)
     db = _store(store, study)
     reporter = _reporter(quiet or workers > 1)
     if workers > 1 and not quiet:
         err.print(f"training in {workers} worker processes…", highlight=False)
     try:
-        outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed, group=group, workers=workers)
+        options = RunOptions(retry_failed=retry_failed, group=group, workers=workers,
+                             executor="processes" if workers > 1 else "inline")
+        outcome = run_api(spec, db, reporter, options, EngineOptions.from_environment())
     finally:
         reporter.close()
     if not quiet:

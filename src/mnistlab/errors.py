@@ -52,3 +52,7 @@ class ImageError(MnistlabError, ValueError):
 
 class ReportError(MnistlabError):
     """A report or export cannot be written where asked."""
+
+
+class OptionsError(MnistlabError, ValueError):
+    """An engine or run option (flag, study setting or environment variable) has an unusable value."""

@@ -9,6 +9,7 @@ from ..data import DATASETS
 from ..errors import LayerError, OptimizerError, StudyError
 from ..spec import Study, did_you_mean, expand
 from .layers import check_model, input_shape
+from .losses import check_output, parse_loss
 from .optim import optimizer_defaults
 
 
@@ -17,6 +18,10 @@ def check_study(study: Study) -> None:
     if study.dataset not in DATASETS:
         raise StudyError(f"{study.where('dataset')}: dataset {study.dataset!r} is unknown; "
                          f"{did_you_mean(study.dataset, DATASETS)}")
+    try:
+        loss = parse_loss(study.train.loss)
+    except StudyError as exc:
+        raise StudyError(f"{study.where('loss', key=True)}: loss {study.train.loss!r}: {exc}") from None
     checked: set[tuple[str, ...]] = set()
     for run in expand(study):
         try:
@@ -29,7 +34,8 @@ def check_study(study: Study) -> None:
         entry = next(m for m in study.models if m.name == run.model)
         try:
             calls = run.layer_calls()
-            check_model(calls, input_shape(calls))
+            model = check_model(calls, input_shape(calls))
+            check_output(loss, model.output_activation, len(calls) - 1, study.train.loss)
         except LayerError as exc:
             layer = entry.layers[exc.index] if exc.index is not None and exc.index < len(entry.layers) else None
             where = f"layer {exc.index + 1} {layer!r}: " if layer else ""

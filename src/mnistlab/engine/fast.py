@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import onednn
-from .layers import Dropout, GaussianNoise, Sequential
+from .layers import Dropout, Flatten, GaussianNoise, Sequential
 
 aten = torch.ops.aten
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -144,7 +144,7 @@ KINDS: dict[type, tuple[Callable, Callable]] = {   # module type -> (forward(slo
     nn.BatchNorm1d: (_batchnorm_forward, _batchnorm_backward),
     Dropout: (_dropout_forward, _dropout_backward),
     GaussianNoise: (_noise_forward, _same),
-    nn.Flatten: (_same, _same),
+    Flatten: (_same, _same),   # of flat input, or one channel: (H, W, C) order is (C, H, W) order
     nn.Identity: (_same, _same),
 } | {act: (_act_forward, _act_backward) for act in ACTIVATIONS}
 
@@ -153,16 +153,18 @@ def supports(model: nn.Module) -> bool:
     """True when :class:`FastStep` computes this model's step: a flat-input MLP of :data:`KINDS`, float32 on CPU."""
     if not isinstance(model, Sequential) or not onednn.available():
         return False
+    if any(isinstance(m, onednn.Linear) and not m.use_onednn for m in model.modules()):
+        return False   # EngineOptions(dense_gemm="torch"): the autograd reference path
     modules = list(model.children())
     tensors = list(model.parameters()) + list(model.buffers())
     if not all(t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors):
         return False
-    if len(model.torch_input_shape) != 1 and not (modules and type(modules[0]) is nn.Flatten):
+    shape = model.torch_input_shape
+    if len(shape) != 1 and not (modules and type(modules[0]) is Flatten and shape[0] == 1):
         return False
     for m in modules:
         if type(m) not in KINDS \
                 or (type(m) is nn.ELU and m.alpha < 0) \
-                or (type(m) is nn.Flatten and (m.start_dim, m.end_dim) != (1, -1)) \
                 or (type(m) is nn.BatchNorm1d and not (m.affine and m.track_running_stats)):
             return False
     return True

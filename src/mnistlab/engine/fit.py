@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,18 +26,17 @@ import torch.nn.functional as F
 
 from . import fast
 from .checkpoint import Checkpoint, capture
+from .losses import check_output, parse_loss
+from .onednn import Linear
+from .options import EngineOptions
 from ..data import TrainData
 from .layers import Sequential, build_model, input_kind
 from .optim import build_optimizer
 from ..spec import RunSpec
 
 EVAL_BATCH = 1024  # evaluation batch at most: no gradients; larger ones only add memory
-EVAL_BYTES = 16 * 2**20  # ... and at most this much for its widest layer's output (docs/PERFORMANCE.md, W3)
+EVAL_BYTES = EngineOptions.eval_bytes  # default budget for the widest layer's output (docs/PERFORMANCE.md, W3)
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks (each one syncs with the device)
-# MLPs on the CPU step through fast.FastStep (no autograd graph, oneDNN GEMMs); False, or
-# MNISTLAB_FAST=0 in the environment, trains every model with autograd (tests compare the two)
-FAST = os.environ.get("MNISTLAB_FAST", "1") != "0"
-CHANNELS_LAST = True  # CNNs in NHWC: oneDNN's preferred layout; W3 5-15% less CPU per step (docs/PERFORMANCE.md)
 
 
 @dataclass
@@ -66,6 +64,7 @@ class RunResult:
     mistakes: list[dict[str, float]] = field(default_factory=list)  # test images it gets wrong
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final state_dict, by layer name
     error: str | None = None
+    engine: dict[str, Any] = field(default_factory=dict)  # the EngineOptions used, resolved (options.record())
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -77,17 +76,31 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
-def make_model(spec: RunSpec, data: TrainData) -> Sequential:
+def make_model(spec: RunSpec, data: TrainData, options: EngineOptions | None = None) -> Sequential:
+    """The run's model, initialized from its seed, its loss checked against its last layer."""
     torch.manual_seed(spec.seed)  # initializers draw from the global generator
-    return build_model(spec.layer_calls(), tuple(data.x_train.shape[1:])).to(data.x_train.device)
+    calls = spec.layer_calls()
+    model = build_model(calls, tuple(data.x_train.shape[1:])).to(data.x_train.device)
+    check_output(parse_loss(spec.loss), model.output_activation, len(calls) - 1, spec.loss)
+    return configure(model, options or EngineOptions())
+
+
+def configure(model: Sequential, options: EngineOptions) -> Sequential:
+    """Apply the (resolved) options that live in the model: the Dense GEMM backend."""
+    onednn = options.resolved().dense_gemm == "onednn"
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.use_onednn = onednn
+    return model
 
 
 def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
-        resume: Checkpoint | None = None) -> RunResult:
-    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`)."""
+        resume: Checkpoint | None = None, options: EngineOptions | None = None) -> RunResult:
+    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`) as ``options`` say."""
     callbacks = callbacks or Callbacks()
-    model = make_model(spec, data)
-    if CHANNELS_LAST and data.x_train.dim() == 4:
+    options = (options or EngineOptions()).resolved()
+    model = make_model(spec, data, options)
+    if options.channels_last and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)  # before the optimizer sees the parameters
     optimizer = build_optimizer(spec.optimizer_call(), model.parameters())
     shuffle, noise = generators(spec, data.x_train.device)
@@ -110,30 +123,33 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     for epoch in range(len(history), spec.epochs):
         start = time.perf_counter()
         try:
-            loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks)
+            loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks,
+                                          options.graph_free_mlp_step)
         except Diverged as exc:
             status, error = "diverged", str(exc).format(epoch=epoch + 1)
             break
         row = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
         if spec.validation == "test":
-            row["val_loss"], row["val_accuracy"], _ = evaluate(model, data.x_test, data.y_test)
+            row["val_loss"], row["val_accuracy"], _ = evaluate(model, data.x_test, data.y_test, options.eval_bytes)
         row["seconds"] = time.perf_counter() - start
         seconds += row["seconds"]
         history.append(row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
-    return _finish(spec, model, data, history, seconds, status, error)
+    result = _finish(spec, model, data, history, seconds, status, error, options.eval_bytes)
+    result.engine = options.record()
+    return result
 
 
-def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: TrainData,
-                 batch_size: int, shuffle: torch.Generator, callbacks: Callbacks) -> tuple[float, float]:
+def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: TrainData, batch_size: int,
+                 shuffle: torch.Generator, callbacks: Callbacks, graph_free: bool) -> tuple[float, float]:
     model.train()
     x, y = data.x_train, data.y_train
     n = x.shape[0]
     order = torch.randperm(n, generator=shuffle).to(x.device)
     n_batches = math.ceil(n / batch_size)
     penalized = any(info.penalties for info in model.layers)  # skip a zero tensor per step otherwise
-    step = fast.FastStep(model, batch_size) if FAST and fast.supports(model) else None
+    step = fast.FastStep(model, batch_size) if graph_free and fast.supports(model) else None
     loss_sum = torch.zeros((), device=x.device)  # sample-weighted, on the device: no sync per batch
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     last_report = time.perf_counter()
@@ -167,12 +183,12 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
     return loss_mean, correct.item() / n
 
 
-def eval_batch(widest: int, members: int = 1) -> int:
+def eval_batch(widest: int, members: int = 1, budget: int = EVAL_BYTES) -> int:
     """Images per evaluation batch when a layer outputs ``widest`` floats an image (``members`` models
-    at once): as many as fit ``EVAL_BYTES``, up to ``EVAL_BATCH``. An MLP evaluates 1,024 images at
+    at once): as many as fit ``budget`` bytes (EngineOptions.eval_bytes), up to ``EVAL_BATCH``. An MLP evaluates 1,024 images at
     a time; a CNN whose conv outputs 25,088 floats an image 167, which is also faster (the
     activations stay in cache) and keeps its peak memory that of training."""
-    return max(1, min(EVAL_BATCH, EVAL_BYTES // (4 * max(1, widest) * max(1, members))))
+    return max(1, min(EVAL_BATCH, budget // (4 * max(1, widest) * max(1, members))))
 
 
 def widest_layer(model: Sequential) -> int:
@@ -195,17 +211,18 @@ def fill_batches(n: int, size: int, compute: Callable[[int, int], torch.Tensor],
 
 
 @torch.inference_mode()
-def predict(model: Sequential, x: torch.Tensor) -> torch.Tensor:
+def predict(model: Sequential, x: torch.Tensor, budget: int = EVAL_BYTES) -> torch.Tensor:
     """Logits for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`)."""
     model.eval()
     if x.shape[0] == 0:
         return model(x)
-    return fill_batches(x.shape[0], eval_batch(widest_layer(model)), lambda i, j: model(x[i:j]))
+    return fill_batches(x.shape[0], eval_batch(widest_layer(model), budget=budget), lambda i, j: model(x[i:j]))
 
 
-def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor,
+             budget: int = EVAL_BYTES) -> tuple[float, float, torch.Tensor]:
     """(loss including regularization, accuracy, logits) over all of ``x``."""
-    logits = predict(model, x)
+    logits = predict(model, x, budget)
     with torch.no_grad():
         loss = F.cross_entropy(logits, y).item() + float(model.regularization_loss())
     accuracy = (logits.argmax(1) == y).float().mean().item()
@@ -228,13 +245,13 @@ def _mistakes(logits: torch.Tensor, y: torch.Tensor, limit: int = 100) -> list[d
 
 
 def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dict[str, float]],
-            seconds: float, status: str, error: str | None) -> RunResult:
+            seconds: float, status: str, error: str | None, budget: int = EVAL_BYTES) -> RunResult:
     result = RunResult(spec=spec, status=status, history=history, params=model.count_params(),
                        seconds=seconds, error=error)
     if status != "done":
         return result
-    result.train_loss, result.train_accuracy, train_logits = evaluate(model, data.x_train, data.y_train)
-    result.test_loss, result.test_accuracy, test_logits = evaluate(model, data.x_test, data.y_test)
+    result.train_loss, result.train_accuracy, train_logits = evaluate(model, data.x_train, data.y_train, budget)
+    result.test_loss, result.test_accuracy, test_logits = evaluate(model, data.x_test, data.y_test, budget)
     result.confusion_train = confusion(data.y_train, train_logits.argmax(1))
     result.confusion_test = confusion(data.y_test, test_logits.argmax(1))
     result.mistakes = _mistakes(test_logits, data.y_test)

@@ -3,7 +3,7 @@
 Runs that share a layer structure, optimizer kind, batch size, epochs and data, and differ in
 seed or scalar hyperparameters (learning rate, L2 factor, noise or dropout rate, initializer
 scale), are stacked: each Dense layer becomes one batched matmul over (K, batch, features) (K oneDNN
-GEMMs where they are large enough to pay: :func:`mnistlab.onednn.stacked_linear`). Each
+GEMMs where they are large enough to pay: :func:`mnistlab.engine.onednn.stacked_linear`). Each
 member keeps its own shuffling, dropout and noise generators and its own optimizer state, so a
 run's numbers are the same whether it trains alone (K = 1) or in a group, up to float rounding.
 
@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from ..data import TrainData
 from ..errors import CallSyntaxError, LayerError
-from .layers import Dropout, GaussianNoise, Sequential, build_model, input_shape
+from .layers import Dropout, Flatten, GaussianNoise, Sequential, build_model, input_shape
 from .optim import optimizer_defaults
+from .options import EngineOptions
 from ..spec import RunSpec
 from . import onednn
 from .checkpoint import Checkpoint
@@ -52,7 +53,7 @@ def group_key(spec: RunSpec) -> tuple | None:
             layout.append(("linear", tuple(module.weight.shape), module.bias is not None))
         elif isinstance(module, nn.BatchNorm1d):
             layout.append(("bn", module.num_features, module.eps, module.momentum))
-        elif isinstance(module, (Dropout, GaussianNoise, nn.Flatten)):
+        elif isinstance(module, (Dropout, GaussianNoise, Flatten)):
             layout.append((type(module).__name__,))
         elif isinstance(module, ELEMENTWISE):
             layout.append((type(module).__name__, repr(module)))
@@ -85,9 +86,9 @@ class _Layer:
 class Group:
     """K models of one shape as stacked tensors, with their optimizer state and generators."""
 
-    def __init__(self, specs: Sequence[RunSpec], data: TrainData):
-        self.specs = list(specs)
-        models = [make_model(s, data) for s in specs]  # each initialised from its own seed
+    def __init__(self, specs: Sequence[RunSpec], data: TrainData, engine: EngineOptions):
+        self.specs, self.engine = list(specs), engine.resolved()
+        models = [make_model(s, data, self.engine) for s in specs]  # each initialised from its own seed
         self.output_activation = models[0].output_activation
         self.input_shape = models[0].torch_input_shape
         self.widest = widest_layer(models[0])
@@ -120,7 +121,7 @@ class Group:
             return _Layer(name, "dropout", {}, {}, scalar=_scalars([m.p for m in modules]).to(self.device))
         if isinstance(first, GaussianNoise):
             return _Layer(name, "noise", {}, {}, scalar=_scalars([m.stddev for m in modules]).to(self.device))
-        if isinstance(first, nn.Flatten):
+        if isinstance(first, Flatten):
             return _Layer(name, "flatten", {}, {})
         return _Layer(name, "act", {}, {}, module=first)
 
@@ -176,7 +177,7 @@ class Group:
         for layer in self.layers:
             if layer.kind == "linear":
                 w, bias = layer.params["weight"], layer.params.get("bias")
-                x = onednn.stacked_linear(x, w, bias)
+                x = onednn.stacked_linear(x, w, bias, self.engine.dense_gemm == "onednn")
             elif layer.kind == "bn":
                 x = self._batchnorm(layer, x, train)
             elif layer.kind == "dropout" and train:
@@ -256,9 +257,10 @@ def _scalars(values: list[float]) -> torch.Tensor:
 
 def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Callbacks] | None = None,
               resume: Sequence[Checkpoint] | None = None,
-              on_batch: Callable[[int, int, float, float], None] | None = None) -> list[RunResult]:
-    """Train ``specs`` together; one :class:`RunResult` per spec, in order, as :func:`train.fit` gives."""
-    group = Group(specs, data)
+              on_batch: Callable[[int, int, float, float], None] | None = None,
+              options: EngineOptions | None = None) -> list[RunResult]:
+    """Train ``specs`` together; one :class:`RunResult` per spec, in order, as :func:`fit.fit` gives."""
+    group = Group(specs, data, options or EngineOptions())
     callbacks = {s.id: c for s, c in zip(specs, callbacks or [Callbacks()] * len(specs))}
     histories: dict[str, list[dict[str, float]]] = {s.id: [] for s in specs}
     seconds = {s.id: 0.0 for s in specs}
@@ -295,6 +297,9 @@ def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Cal
                 callbacks[spec.id].on_epoch(row, group.checkpoint(k, epoch + 1, histories[spec.id], seconds[spec.id]))
     if group.specs and not all(s.id in results for s in group.specs):
         results |= _finish(group, data, histories, seconds)
+    used = group.engine.record()
+    for result in results.values():
+        result.engine = used
     return [results[s.id] for s in specs]
 
 
@@ -326,7 +331,7 @@ def _train_epoch(group: Group, data: TrainData, on_batch) -> tuple[list[float], 
 def _predict(group: Group, x: torch.Tensor) -> torch.Tensor:
     """(K, N, 10) outputs in evaluation mode, every member on the same images."""
     k = len(group.specs)
-    return fill_batches(x.shape[0], eval_batch(group.widest, k), axis=1, compute=lambda i, j: group.forward(
+    return fill_batches(x.shape[0], eval_batch(group.widest, k, group.engine.eval_bytes), axis=1, compute=lambda i, j: group.forward(
         x[i:j].reshape(1, j - i, *x.shape[1:]).flatten(2).expand(k, -1, -1), False))
 
 

@@ -11,172 +11,39 @@ into a :class:`Sequential` whose summary and parameter counts equal Keras' own::
     torch.Size([128, 10])
     >>> loss = F.cross_entropy(model(x), y) + model.regularization_loss()
 
-Shapes are reported in Keras' layout, ``(features,)`` or ``(H, W, C)``; tensors are NCHW, so
-Flatten orders features (C, H, W), not Keras' (H, W, C): same counts and maths, different
-weight layout. Registries are plain dicts: adding a layer is one entry.
+Shapes are reported in Keras' layout, ``(features,)`` or ``(H, W, C)``; tensors are NCHW and
+Flatten orders features (H, W, C) as Keras does, so weights mean the same in both worlds.
+Registries (``mnistlab.registry``): adding a layer is one entry.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LayerError
+from ..registry import Registry
 from ..spec.calls import Call, did_you_mean
+from .initializers import ACTIVATIONS, INITIALIZERS, REGULARIZERS, Penalty  # noqa: F401 - Penalty re-exported
+from .modules import AvgPoolSame, Dropout, Flatten, GaussianNoise  # noqa: F401 - re-exported
 from .onednn import Linear
 
 Shape = tuple[int, ...]  # Keras layout, no batch axis: (features,) or (H, W, C)
 
 
-def bind(fn: Callable, call: Call, skip: int = 0) -> dict[str, Any]:
-    """``call``'s arguments bound to ``fn``'s Keras signature (less its first ``skip`` parameters)."""
-    params = list(inspect.signature(fn).parameters.values())[skip:]
-    names = [p.name for p in params]
-    if len(call.args) > len(names):
-        raise LayerError(f"{call.name} takes at most {len(names)} positional arguments "
-                         f"({', '.join(names)}), got {len(call.args)}")
-    kwargs = dict(zip(names, call.args))
-    for key, value in call.kwargs:
-        if key not in names:
-            raise LayerError(f"{call.name} got unexpected argument {key!r}; {did_you_mean(key, names)}")
-        if key in kwargs:
-            raise LayerError(f"{call.name} got argument {key!r} twice")
-        kwargs[key] = value
-    for p in params:
-        if p.default is inspect.Parameter.empty and p.name not in kwargs:
-            raise LayerError(f"{call.name} needs argument {p.name!r}, e.g. {call.name}({p.name}=...)")
-    return kwargs
-
-
-def _lookup(value: Any, registry: dict, what: str, owner: str) -> Any:
+def _lookup(value: Any, registry: Registry, what: str, owner: str) -> Any:
     """An entry given as ``'he_normal'``, ``HeNormal()`` or ``RandomNormal(stddev=0.1)``, built."""
     call = Call(value) if isinstance(value, str) else value
     if not isinstance(call, Call):
         raise LayerError(f"{owner} {what} must be a name like {next(iter(registry))!r} or a call, got {value!r}")
-    folded = {k.replace("_", "").lower(): k for k in registry}   # HeNormal, he_normal, henormal
-    key = call.name if call.name in registry else folded.get(call.name.replace("_", "").lower())
-    if key is None:
+    if call.name not in registry:
         raise LayerError(f"{owner} got unknown {what} {call.name!r}; {did_you_mean(call.name, registry)}")
-    return registry[key](**bind(registry[key], call))
-
-
-# ---- initializers: builder(**Keras args) -> fill(tensor); seed= is accepted and ignored (the run seed governs)
-
-def _fans(t: torch.Tensor) -> tuple[float, float]:
-    if t.dim() in (2, 4):      # Linear (out, in) or Conv2d (out, in, kh, kw): Keras' fans, same numbers
-        area = t[0, 0].numel()
-        return t.shape[1] * area, t.shape[0] * area
-    return math.sqrt(t.numel()), math.sqrt(t.numel())  # Keras' rule for other shapes (biases)
-
-
-def variance_scaling(scale=1.0, mode="fan_in", distribution="normal", seed=None):
-    """Keras 2.3: 'normal' is truncated at 2 sigma and widened so that std = sqrt(scale / n)."""
-    def fill(t):
-        fan_in, fan_out = _fans(t)
-        std = math.sqrt(scale / {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode])
-        if distribution == "uniform":
-            return nn.init.uniform_(t, -math.sqrt(3.0) * std, math.sqrt(3.0) * std)
-        s = std / 0.87962566103423978                  # std of a unit normal truncated to [-2, 2]
-        return nn.init.trunc_normal_(t, 0.0, s, -2 * s, 2 * s)
-    return fill
-
-
-INITIALIZERS: dict[str, Callable] = {
-    "random_normal": lambda mean=0.0, stddev=0.05, seed=None: lambda t: nn.init.normal_(t, mean, stddev),
-    "random_uniform": lambda minval=-0.05, maxval=0.05, seed=None: lambda t: nn.init.uniform_(t, minval, maxval),
-    "truncated_normal": lambda mean=0.0, stddev=0.05, seed=None:
-        lambda t: nn.init.trunc_normal_(t, mean, stddev, mean - 2 * stddev, mean + 2 * stddev),
-    "glorot_uniform": lambda seed=None: variance_scaling(1.0, "fan_avg", "uniform"),   # Keras' default kernel
-    "glorot_normal": lambda seed=None: variance_scaling(1.0, "fan_avg", "normal"),
-    "he_normal": lambda seed=None: variance_scaling(2.0, "fan_in", "normal"),
-    "he_uniform": lambda seed=None: variance_scaling(2.0, "fan_in", "uniform"),
-    "lecun_normal": lambda seed=None: variance_scaling(1.0, "fan_in", "normal"),
-    "lecun_uniform": lambda seed=None: variance_scaling(1.0, "fan_in", "uniform"),
-    "variance_scaling": variance_scaling,
-    "constant": lambda value=0.0: lambda t: nn.init.constant_(t, value),
-    "zeros": lambda: nn.init.zeros_, "ones": lambda: nn.init.ones_,
-}
-INITIALIZERS |= {"normal": INITIALIZERS["random_normal"], "uniform": INITIALIZERS["random_uniform"]}  # Keras 2 aliases
-
-
-@dataclass(frozen=True)
-class Penalty:
-    """A weight penalty added to the loss as Keras does: l1 * sum|w| + l2 * sum(w**2) (no 0.5)."""
-    l1: float = 0.0
-    l2: float = 0.0
-
-    def __call__(self, w: torch.Tensor) -> torch.Tensor:
-        terms = ([self.l1 * w.abs().sum()] if self.l1 else []) + ([self.l2 * w.square().sum()] if self.l2 else [])
-        return sum(terms[1:], terms[0]) if terms else w.new_zeros(())
-
-
-REGULARIZERS: dict[str, Callable] = {   # Keras 2 spells l2(l=0.01); tf.keras l2(l2=0.01): both work
-    "l1": lambda l=0.01, l1=None: Penalty(l1=l if l1 is None else l1),  # noqa: E741
-    "l2": lambda l=0.01, l2=None: Penalty(l2=l if l2 is None else l2),  # noqa: E741
-    "l1_l2": lambda l1=0.01, l2=0.01: Penalty(l1, l2),
-    "L1L2": lambda l1=0.0, l2=0.0: Penalty(l1, l2),
-}
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {   # softmax on dim 1: Keras' last axis, flat or NCHW
-    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU, "selu": nn.SELU,
-    "softmax": lambda: nn.Softmax(dim=1), "softplus": nn.Softplus, "softsign": nn.Softsign, "linear": nn.Identity,
-}
-
-
-class GaussianNoise(nn.Module):
-    """x + N(0, stddev^2) in training, x in evaluation, like Keras' GaussianNoise.
-
-    Draws from ``self.generator`` (the run's own, set by the engine; None: torch's global one), so a
-    run draws the same noise whether it trains alone or in a group.
-    """
-
-    def __init__(self, stddev: float):
-        super().__init__()
-        self.stddev, self.generator = stddev, None
-
-    def forward(self, x):
-        if not self.training:
-            return x
-        return x + self.stddev * torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-
-
-class Dropout(nn.Module):
-    """Keras' Dropout: in training, zero a fraction ``p`` of the values and scale the rest by 1 / (1 - p).
-
-    Masks come from ``self.generator`` as in :class:`GaussianNoise`: ``rand(x.shape) < 1 - p``.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p, self.generator = p, None
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        keep = 1.0 - self.p
-        return x * (torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) < keep) / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class AvgPoolSame(nn.Module):
-    """TF 'same' average pooling with uneven padding (left, right, top, bottom): pads left out of means."""
-
-    def __init__(self, kernel, stride, pad):
-        super().__init__()
-        self.kernel, self.stride, self.pad = kernel, stride, pad
-
-    def forward(self, x):
-        pool = lambda t: F.avg_pool2d(F.pad(t, self.pad), self.kernel, self.stride)  # noqa: E731
-        return pool(x) / pool(x.new_ones((1, 1) + tuple(x.shape[2:])))
+    return registry.build(call)
 
 
 # ---- layer builders: builder(ctx, *Keras args) -> output shape; ctx collects the torch modules
@@ -323,7 +190,7 @@ def dropout(c: _Ctx, rate, noise_shape=None, seed=None) -> Shape:
 
 
 def flatten(c: _Ctx) -> Shape:
-    c.add(nn.Flatten())
+    c.add(Flatten())
     return (math.prod(c.shape),)
 
 
@@ -337,19 +204,20 @@ def activation(c: _Ctx, activation) -> Shape:
     return c.shape
 
 
-LAYERS: dict[str, Callable[..., Shape]] = {
-    "Dense": dense, "Conv2D": conv2d, "MaxPooling2D": _pooling("max"), "AveragePooling2D": _pooling("avg"),
-    "BatchNormalization": batch_normalization, "Dropout": dropout, "Flatten": flatten,
-    "GaussianNoise": gaussian_noise, "Activation": activation,
-}
-_ALIASES = {"Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D"}
+LAYERS = Registry("layer", LayerError)
+for _name, _builder, _aliases in (
+        ("Dense", dense, ()), ("Conv2D", conv2d, ("Convolution2D",)),
+        ("MaxPooling2D", _pooling("max"), ("MaxPool2D",)), ("AveragePooling2D", _pooling("avg"), ("AvgPool2D",)),
+        ("BatchNormalization", batch_normalization, ()), ("Dropout", dropout, ()), ("Flatten", flatten, ()),
+        ("GaussianNoise", gaussian_noise, ()), ("Activation", activation, ())):
+    LAYERS.register(_name, _builder, aliases=_aliases)
 _IMAGE_LAYERS = {"Conv2D", "MaxPooling2D", "AveragePooling2D"}
 _INPUT_KWARGS = ("input_shape", "input_dim")   # read from the first layer only, like Keras
 
 
 def input_kind(calls: Sequence[Call]) -> str:
     """'image' if a Conv2D or pooling layer comes before the first Flatten, else 'flat'."""
-    for kind in (_ALIASES.get(c.name, c.name) for c in calls):
+    for kind in (LAYERS.key(c.name) or c.name for c in calls):
         if kind in _IMAGE_LAYERS or kind == "Flatten":
             return "image" if kind in _IMAGE_LAYERS else "flat"
     return "flat"
@@ -476,8 +344,8 @@ def build_model(calls: Sequence[Call], input_shape: Shape | None = None, *, num_
         raise LayerError(f"the model has no layers; end it with Dense({num_classes}, activation='softmax')")
     shape, counts, built = _input_shape(calls, input_shape), {}, []
     for index, call in enumerate(calls):
-        kind = _ALIASES.get(call.name, call.name)
-        if kind not in LAYERS:
+        kind = LAYERS.key(call.name)
+        if kind is None:
             raise LayerError(f"unknown layer {call.name!r}; {did_you_mean(call.name, LAYERS)}", index)
         counts[kind] = counts.get(kind, 0) + 1   # Keras' naming: MaxPooling2D -> max_pooling2d_1
         snake = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", kind)).lower()
@@ -489,7 +357,7 @@ def build_model(calls: Sequence[Call], input_shape: Shape | None = None, *, num_
         ctx = _Ctx(name, kind, built[-1].out if built else shape, built[-1] if built else None, device)
         kwargs = tuple((k, v) for k, v in call.kwargs if k not in _INPUT_KWARGS + ("name",))
         try:
-            ctx.out = LAYERS[kind](ctx, **bind(LAYERS[kind], Call(kind, call.args, kwargs), skip=1))
+            ctx.out = LAYERS.build(Call(kind, call.args, kwargs), ctx)
         except LayerError as e:
             raise LayerError(e.message, index, name) from None
         built.append(ctx)
@@ -512,6 +380,6 @@ def _info(c: _Ctx, call: Call) -> LayerInfo:
     return LayerInfo(c.name, c.kind, call, c.out, params + stats, stats, c.kernel, tuple(c.penalties), c.activation)
 
 
-def check_model(calls: Sequence[Call], input_shape: Shape | None = None, *, num_classes: int = 10) -> None:
-    """Raise :class:`LayerError` if ``calls`` cannot be built; builds on torch's 'meta' device (cheap)."""
-    build_model(calls, input_shape, num_classes=num_classes, device="meta")
+def check_model(calls: Sequence[Call], input_shape: Shape | None = None, *, num_classes: int = 10) -> Sequential:
+    """The model on torch's 'meta' device (no memory), or :class:`LayerError` if it cannot be built."""
+    return build_model(calls, input_shape, num_classes=num_classes, device="meta")

@@ -8,13 +8,12 @@ backward (``benchmarks/README.md``, "GEMM backends"; figures in ``docs/PERFORMAN
 
 :class:`Linear` is an ``nn.Linear`` (same parameters, same ``state_dict``) whose forward and
 backward call ``torch.ops.mkldnn._linear_pointwise`` for 2-D float32 CPU input, and fall back to
-``F.linear`` otherwise: other dtypes, CUDA, a wheel without oneDNN, or ``MNISTLAB_GEMM=mkl``.
+``F.linear`` otherwise: other dtypes, CUDA, a wheel without oneDNN, or ``use_onednn = False`` (set
+from ``EngineOptions.dense_gemm`` by the engine).
 The results equal ``F.linear``'s to float rounding (``tests/test_onednn.py``).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,7 @@ from torch import nn
 
 
 def _find_op():
-    if os.environ.get("MNISTLAB_GEMM", "").lower() == "mkl" or not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available():
         return None
     try:
         op = torch.ops.mkldnn._linear_pointwise
@@ -34,11 +33,11 @@ def _find_op():
     return op
 
 
-_OP = _find_op()
+_OP = _find_op()  # what this torch build can do; whether to use it is EngineOptions.dense_gemm
 
 
 def available() -> bool:
-    """True when dense layers run on oneDNN."""
+    """True when this torch build has oneDNN's matmul (and it computes correctly)."""
     return _OP is not None
 
 
@@ -69,9 +68,10 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           use_onednn: bool = True) -> torch.Tensor:
     """``F.linear`` on oneDNN where it applies (see the module's docstring)."""
-    if (_OP is not None and x.dim() == 2 and x.device.type == "cpu" and x.dtype == torch.float32
+    if (use_onednn and _OP is not None and x.dim() == 2 and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32):
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
@@ -102,18 +102,21 @@ class _StackedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   use_onednn: bool = True, min_macs: int = LOOP_MIN_MACS) -> torch.Tensor:
     """K independent dense layers: x (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out)."""
     k, b, n_in = x.shape
-    if (_OP is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and b * n_in * weight.shape[1] >= LOOP_MIN_MACS):
+    if (use_onednn and _OP is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and b * n_in * weight.shape[1] >= min_macs):
         return _StackedLinear.apply(x.contiguous(), weight, bias)
     out = x @ weight.transpose(1, 2)
     return out + bias.unsqueeze(1) if bias is not None else out
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` whose matmuls run on oneDNN on CPU."""
+    """``nn.Linear`` whose matmuls run on oneDNN on CPU (unless ``use_onednn`` is set False)."""
+
+    use_onednn = True  # the engine sets it per model from EngineOptions (engine.fit.configure)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.use_onednn)

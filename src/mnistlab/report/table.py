@@ -1,7 +1,11 @@
 """The comparison table: one row per model and grid point, repeats grouped as mean ± std (n).
 
 The terminal, Markdown, CSV, JSON and HTML views all call :func:`comparison`; only formatting
-differs between them.
+differs between them. The train columns are what Keras reports and the seed notebooks tabulate:
+the last epoch's ``history`` (training mode, a running mean over the epoch's batches). The
+evaluation pass over the training set after training is ``train_loss_eval`` / ``train_accuracy_eval``
+(JSON, CSV and the report). Runs trained with different engine-numerics versions
+(``mnistlab.numerics``) are never pooled: such a configuration gets one row per version.
 
 >>> rows = comparison(store, "quick")
 >>> print(render(rows, "markdown"))
@@ -15,12 +19,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import numerics
+from ..numerics import NUMERICS
 from ..store import Store
 from .stats import Stat, summarize
 
-METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
+COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")  # the table's figures
+METRICS = COLUMNS + ("train_loss_eval", "train_accuracy_eval")  # ... and the evaluation pass, in JSON and CSV
 HIGHER_IS_BETTER = {"train_accuracy": True, "test_accuracy": True, "train_loss": False,
-                    "test_loss": False, "seconds": False}
+                    "test_loss": False, "seconds": False, "train_loss_eval": False, "train_accuracy_eval": True}
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Row:
     stats: dict[str, Stat]
     statuses: dict[str, int]  # status -> count over the row's runs
     run_ids: list[str] = field(default_factory=list)
+    numerics: int = NUMERICS  # the engine-numerics version its runs were trained with
 
     @property
     def status(self) -> str:
@@ -46,15 +54,29 @@ class Row:
 
 
 def comparison(store: Store, study: str) -> list[Row]:
-    """Group a study's runs by model and grid point (repeats together), in study order."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for run in store.runs(study=study):
+    """Group a study's runs by model and grid point (repeats together), in study order; runs of
+    different engine-numerics versions apart, the older labelled with their version."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    runs = store.runs(study=study)
+    last = {i: h[-1] for i, h in store.histories([r["id"] for r in runs if r["status"] == "done"]).items() if h}
+    for run in runs:
         label = f"{run['model']} [{run['point']}]" if run["point"] else run["model"]
-        groups.setdefault(label, []).append(run)
-    return [_row(label, runs) for label, runs in groups.items()]
+        run = dict(run, train_loss_eval=run["train_loss"], train_accuracy_eval=run["train_accuracy"],
+                   train_loss=last.get(run["id"], {}).get("loss"), train_accuracy=last.get(run["id"], {}).get("accuracy"))
+        groups.setdefault((label, version_of(run)), []).append(run)
+    versions: dict[str, set[int]] = {}
+    for label, version in groups:
+        versions.setdefault(label, set()).add(version)
+    return [_row(label + (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS else ""),
+                 runs, version) for (label, version), runs in groups.items()]
 
 
-def _row(label: str, runs: list[dict[str, Any]]) -> Row:
+def version_of(run: dict[str, Any]) -> int:
+    """The numerics version a run was trained with; a run not trained yet will train with this one's."""
+    return numerics.of(run["environment"]) if run.get("environment") else NUMERICS
+
+
+def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS) -> Row:
     first = runs[0]
     spec = first["spec"]
     done = [r for r in runs if r["status"] == "done"]
@@ -65,13 +87,13 @@ def _row(label: str, runs: list[dict[str, Any]]) -> Row:
                params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
                epochs=spec["epochs"], batch_size=spec["batch_size"],
                stats={m: summarize(r[m] for r in done) for m in METRICS},
-               statuses=statuses, run_ids=[r["id"] for r in runs])
+               statuses=statuses, run_ids=[r["id"] for r in runs], numerics=version)
 
 
 def best(rows: list[Row]) -> dict[str, str]:
     """The label of the best row per metric (by mean), for highlighting."""
     out = {}
-    for metric in METRICS:
+    for metric in COLUMNS:
         scored = [(r.stats[metric].mean, r.label) for r in rows if r.stats[metric].n]
         if scored:
             out[metric] = (max if HIGHER_IS_BETTER[metric] else min)(scored)[1]
@@ -111,4 +133,5 @@ def render(rows: list[Row], fmt: str = "markdown") -> str:
 def to_json(row: Row) -> dict[str, Any]:
     return {"model": row.model, "point": row.point, "sweep": row.sweep, "params": row.params,
             "optimizer": row.optimizer, "epochs": row.epochs, "batch_size": row.batch_size,
-            "status": row.status, "runs": row.run_ids, **{m: row.stats[m].to_json() for m in METRICS}}
+            "status": row.status, "runs": row.run_ids, "numerics": row.numerics,
+            **{m: row.stats[m].to_json() for m in METRICS}}

@@ -18,15 +18,15 @@ from typing import Any, Protocol
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..data import TrainData, load_tensors
-from ..engine import fit as train
-from ..engine import onednn
 from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_to_arrays
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
 from ..engine.group import MAX_GROUP, fit_group, group_key
+from ..engine.options import EngineOptions
 from ..spec import RunSpec, Study, expand
 from ..store import Store
+from .options import RunOptions
 
 
 class Reporter(Protocol):
@@ -58,26 +58,22 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
 
 
-def environment() -> dict[str, Any]:
-    """Where and how a run trained: versions, hardware and the engine's paths (their rounding differs
-    in the last bits: docs/PERFORMANCE.md), for the report header and for provenance."""
-    cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name(0) if cuda else (platform.processor() or platform.machine())
+def environment(engine: dict[str, Any]) -> dict[str, Any]:
+    """Where and how a run trained: versions, hardware, and the engine options it used as resolved
+    (``EngineOptions.record()``: their paths round differently in the last bits, docs/PERFORMANCE.md)
+    with the engine-numerics version, for the report header and for provenance."""
     return {"mnistlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": "cuda" if cuda else "cpu",
-            "device_name": device, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "dense_gemm": "onednn" if onednn.available() and not cuda else "torch default",
-            "graph_free_mlp_step": bool(train.FAST and onednn.available() and not cuda)}
+            "platform": platform.platform(), "device_name": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), **engine}
 
 
 @lru_cache(maxsize=4)
-def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int | None) -> TrainData:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int | None, device: str) -> TrainData:
     return load_tensors(dataset, image=image, device=device, train_size=train_size, test_size=test_size)
 
 
-def data_for(spec: RunSpec) -> TrainData:
-    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size)
+def data_for(spec: RunSpec, engine: EngineOptions | None = None) -> TrainData:
+    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, (engine or EngineOptions()).device)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -91,17 +87,20 @@ def register(study: Study, store: Store) -> list[RunSpec]:
 
 
 def run_study(study: Study, store: Store, reporter: Reporter | None = None,
-              retry_failed: bool = False, group: bool = True) -> Outcome:
-    """Train every run of ``study`` not yet done; same-shape runs train as groups unless ``group`` is off."""
-    reporter = reporter or Silent()
+              options: RunOptions | None = None, engine: EngineOptions | None = None) -> Outcome:
+    """Train every run of ``study`` not yet done, as ``options`` say (retrying failed runs, grouping
+    same-shape runs) with the engine computing as ``engine`` says."""
+    reporter, options, engine = reporter or Silent(), options or RunOptions(), engine or EngineOptions()
+    if engine.threads:
+        torch.set_num_threads(engine.threads)
     specs = register(study, store)
     status = {r["id"]: r["status"] for r in store.runs(study=study.name)}
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
-    for planned in plan(specs, group):
+    for planned in plan(specs, options.group):
         claimed = []
         for spec in planned:  # claim just before training, so another process can take other groups
-            previous = store.claim(spec.id, retry_failed=retry_failed)
+            previous = store.claim(spec.id, retry_failed=options.retry_failed)
             if previous is None:
                 outcome.skipped.append(spec.id)
             else:
@@ -114,8 +113,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
             for spec, _ in members:
                 store.reset_epochs(spec.id, keep=epoch)
                 (outcome.resumed if epoch else outcome.trained).append(spec.id)
-            engine = "group" if len(members) > 1 else "plain"  # one run: the plain engine, same numbers
-            for spec, final in _train(members, engine, store, reporter):
+            for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
     return outcome
@@ -146,8 +144,9 @@ def _checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
     return checkpoint_from_arrays(*loaded) if loaded else None
 
 
-def _train(members: list[tuple[RunSpec, Checkpoint | None]], engine: str, store: Store,
-           reporter: Reporter) -> list[tuple[RunSpec, str]]:
+def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, reporter: Reporter,
+           engine: EngineOptions) -> list[tuple[RunSpec, str]]:
+    """Train one run with the plain engine, or several same-shape runs as a group (same numbers)."""
     specs = [spec for spec, _ in members]
     resume = [ck for _, ck in members] if members[0][1] is not None else None
 
@@ -160,12 +159,13 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], engine: str, store:
 
     reporter.run_started(specs, resume[0].epoch if resume else 0)
     try:
-        if engine == "group":
-            results = fit_group(specs, data_for(specs[0]), [Callbacks(on_epoch=on_epoch(s)) for s in specs],
-                                resume=resume, on_batch=reporter.batch)
+        data = data_for(specs[0], engine)
+        if len(specs) > 1:
+            results = fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
+                                resume=resume, on_batch=reporter.batch, options=engine)
         else:
-            results = [fit(specs[0], data_for(specs[0]), Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
-                           resume=resume[0] if resume else None)]
+            results = [fit(specs[0], data, Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
+                           resume=resume[0] if resume else None, options=engine)]
     except KeyboardInterrupt:
         for spec in specs:
             store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
@@ -173,7 +173,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], engine: str, store:
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         for spec in specs:
-            store.finish(spec.id, "failed", error=message, environment=environment())
+            store.finish(spec.id, "failed", error=message, environment=environment(engine.record()))
             store.save_json(spec.id, "traceback", traceback.format_exc())
             reporter.run_finished(spec, "failed", message)
         return [(spec, "failed") for spec in specs]
@@ -194,6 +194,6 @@ def save_result(store: Store, result: RunResult) -> None:
         store.save_json(run_id, "confusion_test", result.confusion_test)
         store.save_json(run_id, "mistakes", result.mistakes)
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
-                 seconds=result.seconds, error=result.error, environment=environment())
+                 seconds=result.seconds, error=result.error, environment=environment(result.engine))
     store.drop_artifact(run_id, "checkpoint")
 

@@ -4,38 +4,40 @@ The store's atomic claims make the pool simple: each worker plans the same study
 same store and trains whatever it claims first, with ``cores / workers`` torch threads. Small
 models that do not group use both cores better as two one-thread runs than as one two-thread run.
 
->>> outcome = EXECUTORS["processes"](study, store, workers=2)
+>>> outcome = EXECUTORS["processes"](study, store, None, RunOptions(workers=2), EngineOptions())
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from dataclasses import replace
 from typing import Callable
 
 from ..engine.check import check_study
+from ..engine.options import EngineOptions
 from ..errors import StudyError
 from ..spec import Study, parse_study
 from ..store import Store
 from .driver import Outcome, Reporter, run_study
+from .options import RunOptions
 
 
-def inline(study: Study, store: Store, reporter: Reporter | None = None, retry_failed: bool = False,
-           group: bool = True, workers: int = 1) -> Outcome:
+def inline(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
+           engine: EngineOptions) -> Outcome:
     """Train in this process (the default)."""
-    return run_study(study, store, reporter, retry_failed=retry_failed, group=group)
+    return run_study(study, store, reporter, options, engine)
 
 
-def processes(study: Study, store: Store, reporter: Reporter | None = None, retry_failed: bool = False,
-              group: bool = True, workers: int = 2) -> Outcome:
-    """Train in ``workers`` local processes sharing the store; returns their outcomes merged."""
-    if workers < 1:
-        raise StudyError(f"--workers must be at least 1, got {workers}")
+def processes(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
+              engine: EngineOptions) -> Outcome:
+    """Train in ``options.workers`` local processes sharing the store; returns their outcomes merged."""
     if store.engine.url.get_backend_name() == "sqlite" and store.engine.url.database in (None, "", ":memory:"):
         raise StudyError("a process pool needs a store file or server, not an in-memory database")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    workers = options.workers
+    engine = replace(engine, threads=engine.threads or max(1, (os.cpu_count() or 1) // workers))
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    args = [(study.path, study.source, store.url, str(store.artifacts_dir), retry_failed, group, threads)] * workers
+    args = [(study.path, study.source, store.url, str(store.artifacts_dir), options, engine)] * workers
     with context.Pool(workers) as pool:
         outcomes = pool.starmap(_worker, args)
     merged = Outcome()
@@ -47,14 +49,11 @@ def processes(study: Study, store: Store, reporter: Reporter | None = None, retr
     return merged
 
 
-def _worker(path: str | None, source: str, url: str, artifacts: str, retry_failed: bool, group: bool,
-            threads: int) -> Outcome:
-    import torch
-
-    torch.set_num_threads(threads)
+def _worker(path: str | None, source: str, url: str, artifacts: str, options: RunOptions,
+            engine: EngineOptions) -> Outcome:
     study = parse_study(source, path or "<study>")
     check_study(study)
-    return run_study(study, Store(url, artifacts), None, retry_failed=retry_failed, group=group)
+    return run_study(study, Store(url, artifacts), None, options, engine)
 
 
 EXECUTORS: dict[str, Callable[..., Outcome]] = {"inline": inline, "processes": processes}

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import CallSyntaxError, StudyError
+from ..registry import ARGUMENT_ALIASES
 from .calls import Call, parse_call
 
 try:  # Python 3.11+; tomli is the same parser for 3.10
@@ -53,7 +54,9 @@ class TrainSettings(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=1_000_000)
     optimizer: str = "adam"  # a name or a call: "SGD(learning_rate=0.1, momentum=0.9)"
-    loss: Literal["categorical_crossentropy", "sparse_categorical_crossentropy"] = "categorical_crossentropy"
+    # a Keras loss name or call: "categorical_crossentropy" after a softmax last layer, or
+    # "CategoricalCrossentropy(from_logits=True)" after a linear one (engine/losses.py checks the pairing)
+    loss: str = "categorical_crossentropy"
     validation: Literal["test", "none"] = "test"  # the seeds validate on the test set every epoch
     train_size: int | None = Field(None, ge=1)  # first N training images only (quick studies, tests)
     test_size: int | None = Field(None, ge=1)
@@ -225,6 +228,10 @@ def _check_model_syntax(study: Study, model: ModelEntry) -> None:
             parse_call(text, bare_name_ok=True)
         except CallSyntaxError as exc:
             raise StudyError(f"{study.where(text)}: optimizer {text!r}: {exc}") from None
+    try:
+        parse_call(study.train.loss, bare_name_ok=True)
+    except CallSyntaxError as exc:
+        raise StudyError(f"{study.where('loss', key=True)}: loss {study.train.loss!r}: {exc}") from None
 
 
 def _template_names(text: str) -> list[str]:
@@ -294,7 +301,7 @@ def _resolve(study: Study, model: ModelEntry, point: dict[str, Any], repeat: int
     label = ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in sorted(point.items()))
     return RunSpec(study=study.name, model=model.name, layers=layers, dataset=study.dataset,
                    epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
-                   optimizer=optimizer, loss=study.train.loss, validation=study.train.validation,
+                   optimizer=optimizer, loss=_call_text(study.train.loss), validation=study.train.validation,
                    train_size=study.train.train_size, test_size=study.train.test_size,
                    seed=derive_seed(study.seed, repeat), repeat=repeat,
                    sweep=tuple(sorted(point.items())), point=label)
@@ -303,6 +310,12 @@ def _resolve(study: Study, model: ModelEntry, point: dict[str, Any], repeat: int
 def _optimizer_text(text: str, overrides: dict[str, Any]) -> str:
     """Canonical optimizer text: lower-case name, Keras 2's ``lr`` spelled ``learning_rate``, sorted."""
     call = parse_call(text, bare_name_ok=True)
-    kwargs = {("learning_rate" if k == "lr" else k): v for k, v in call.kwargs}
+    kwargs = {ARGUMENT_ALIASES.get(k, k): v for k, v in call.kwargs}
     kwargs.update(overrides)
     return Call(call.name.lower(), call.args, tuple(sorted(kwargs.items()))).text()
+
+
+def _call_text(text: str) -> str:
+    """A call's canonical text for the run id: a bare name as written, a call with sorted arguments."""
+    call = parse_call(text, bare_name_ok=True)
+    return call.name if not call.args and not call.kwargs else Call(call.name, call.args, tuple(sorted(call.kwargs))).text()
