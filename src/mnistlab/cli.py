@@ -209,7 +209,7 @@ def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous pref
            output: Path = typer.Option(Path("export"), "-o", "--output", help="Folder to write into."),
            fmt: str = typer.Option("safetensors", "--format", "-f",
                                    help="safetensors (weights) or onnx (the model as an ONNX graph, "
-                                        "needs pip install 'mnistlab[onnx]')."),
+                                        "needs pip install 'mnistlab\\[onnx]')."),
            force: bool = typer.Option(False, "--force", help="Write into a folder that already holds files, "
                                                             "overwriting an earlier export there."),
            store: Optional[str] = StoreOpt):
