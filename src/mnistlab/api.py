@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from . import numerics
 from . import spec as spec_module
 from .engine.check import check_study
 from .engine.options import EngineOptions
-from .errors import StudyError
+from .errors import ImageError, ReportError, StudyError
 from .runner.driver import Outcome, Reporter
 from .runner.executors import EXECUTORS
 from .runner.options import RunOptions
@@ -98,37 +101,93 @@ def load_model(store: Store, run_id: str):
 
 
 def predict(store: Store, run_id: str, images: list[str | Path]) -> list[dict]:
-    """Class probabilities for each image file (.png or .npy, 28x28): [{file, predicted, confidence, probabilities}]."""
+    """Class probabilities for image files (.png or .npy, resized to 28x28): [{file, predicted, confidence,
+    probabilities}], probabilities the softmax of the model's outputs, as its training loss took them.
+
+    >>> predict(Store("mnistlab.db"), "3f2a", ["seven.png"])[0]["predicted"]
+    7
+    """
     import numpy as np
     import torch
 
     from .images import read_image
-    model, _ = load_model(store, run_id)
+    if not images:
+        raise ImageError("no images given; name one or more .png or .npy files")
     batch = torch.from_numpy(np.stack([read_image(Path(p)) for p in images]))  # (N, 28, 28) in [0, 1]
-    with torch.inference_mode():
-        probabilities = torch.softmax(model(batch), dim=1) if model.output_activation == "softmax" else model(batch)
+    model, _ = load_model(store, run_id)  # after every file is read: a bad one fails fast
+    with torch.inference_mode():  # the engine trains every model's output as logits (cross-entropy)
+        probabilities = torch.softmax(model(batch), dim=1)
+    for p, row in zip(images, probabilities):
+        if not torch.isfinite(row).all():
+            raise StudyError(f"run {run_id}: the model's outputs for {p} are not finite numbers; its weights "
+                             "are damaged or overflowed")
     return [{"file": str(p), "predicted": int(row.argmax()), "confidence": float(row.max()),
              "probabilities": [round(float(v), 6) for v in row]} for p, row in zip(images, probabilities)]
 
 
-def export(store: Store, run_id: str, directory: str | Path) -> list[Path]:
-    """Write a run's weights (safetensors), spec (JSON) and history (CSV) into ``directory``."""
-    import csv
-    import json
+EXPORT_FORMATS = ("safetensors", "onnx")
 
-    from safetensors.numpy import save_file
+
+def export(store: Store, run_id: str, directory: str | Path, format: str = "safetensors",
+           force: bool = False) -> list[Path]:
+    """Write a run's weights, spec (JSON) and history (CSV) into ``directory``; return the paths.
+
+    ``format``: ``"safetensors"`` (weights.safetensors) or ``"onnx"`` (model.onnx, see
+    ``mnistlab.engine.onnx``). A folder that already holds files is refused unless ``force``.
+
+    >>> export(Store("mnistlab.db"), "3f2a", "out", format="onnx")
+    [PosixPath('out/model.onnx'), PosixPath('out/spec.json'), PosixPath('out/history.csv')]
+    """
+    if format not in EXPORT_FORMATS:
+        raise ReportError(f"--format {format!r} is unknown; use {' or '.join(EXPORT_FORMATS)}")
+    if format == "onnx":
+        from .engine.onnx import require
+        require()
     full = store.resolve(run_id)
     loaded = store.load_arrays(full, "weights")
     if loaded is None:
         raise StudyError(f"run {full} has no trained weights; `mnistlab run` it first")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    from safetensors import SafetensorError
+    out = _export_folder(Path(directory), force)
     row = store.runs(ids=[full], current=False)[0]
-    save_file(loaded[0], str(out / "weights.safetensors"), metadata={"run_id": full, "layers": "\n".join(row["spec"]["layers"])})
-    (out / "spec.json").write_text(json.dumps(dict(row["spec"], id=full), indent=2))
-    with open(out / "history.csv", "w", newline="") as handle:
-        history = store.history(full)
+    try:
+        if format == "onnx":
+            from .engine.onnx import write_onnx
+            model, spec = load_model(store, full)
+            first = write_onnx(model, spec.layer_calls(), out / "model.onnx",
+                               metadata={"run_id": full, "layers": "\n".join(row["spec"]["layers"])})
+        else:
+            from safetensors.numpy import save_file
+            first = out / "weights.safetensors"
+            save_file(loaded[0], str(first), metadata={"run_id": full, "layers": "\n".join(row["spec"]["layers"])})
+        (out / "spec.json").write_text(json.dumps(dict(row["spec"], id=full), indent=2))
+        _write_history(store.history(full), out / "history.csv")
+    except (OSError, SafetensorError) as exc:  # safetensors' I/O errors are not OSErrors
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        raise ReportError(f"{out}: cannot write the export ({reason}); choose another -o folder") from None
+    return [first, out / "spec.json", out / "history.csv"]
+
+
+def _export_folder(out: Path, force: bool) -> Path:
+    """``out``, created if needed, or a one-line ReportError: a file, under a file, not writable, not empty."""
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise ReportError(f"{out}: {existing} is a file; give -o a folder to write the export into")
+    try:
+        if existing == out and any(out.iterdir()) and not force:
+            raise ReportError(f"{out} already holds files; pass --force to overwrite the export there, "
+                              "or choose another -o folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # PermissionError, read-only file system, ...
+        raise ReportError(f"{out}: cannot create the folder ({exc.strerror or exc}); "
+                          "choose another -o folder") from None
+    if not os.access(out, os.W_OK):
+        raise ReportError(f"{out}: the folder is not writable; choose another -o folder")
+    return out
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
         writer.writeheader()
         writer.writerows(history)
-    return [out / "weights.safetensors", out / "spec.json", out / "history.csv"]

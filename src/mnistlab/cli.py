@@ -196,8 +196,9 @@ def report(study: str = typer.Argument(..., help="Study file or a study name in 
 
 @app.command()
 def predict(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
-            images: list[Path] = typer.Argument(..., help="28x28 images: .png or .npy (white digit on black, "
-                                                          "or dark on light, which is inverted)."),
+            images: list[Path] = typer.Argument(..., help="Digits as .png or .npy, up to 4096x4096, resized to "
+                                                          "28x28 (white on black, or dark on light, which is "
+                                                          "inverted)."),
             store: Optional[str] = StoreOpt):
     """Classify images with a trained run: the predicted digit and its probability."""
     from .api import predict as predict_api
@@ -208,10 +209,15 @@ def predict(run_id: str = typer.Argument(..., help="Run id or an unambiguous pre
 @app.command()
 def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
            output: Path = typer.Option(Path("export"), "-o", "--output", help="Folder to write into."),
+           fmt: str = typer.Option("safetensors", "--format", "-f",
+                                   help="safetensors (weights) or onnx (the model as an ONNX graph, "
+                                        "needs pip install 'mnistlab\\[onnx]')."),
+           force: bool = typer.Option(False, "--force", help="Write into a folder that already holds files, "
+                                                            "overwriting an earlier export there."),
            store: Optional[str] = StoreOpt):
-    """Write a run's weights (safetensors), spec (JSON) and history (CSV) into a folder."""
+    """Write a run's weights (safetensors or ONNX), spec (JSON) and history (CSV) into a folder."""
     from .api import export as export_api
-    for path in export_api(_store(store), run_id, output):
+    for path in export_api(_store(store), run_id, output, format=fmt, force=force):
         print(path)
 
 
