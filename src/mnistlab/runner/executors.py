@@ -52,7 +52,7 @@ def _worker(path: str | None, source: str, url: str, artifacts: str, retry_faile
     import torch
 
     torch.set_num_threads(threads)
-    study = parse_study(source, path or "<study>")
+    study = parse_study(source, path or "<study>", yes=True)  # the parent accepted its run count
     check_study(study)
     return run_study(study, Store(url, artifacts), None, retry_failed=retry_failed, group=group)
 
