@@ -24,27 +24,37 @@ from .spec import Study
 from .store import Store
 
 
-def load_study(path: str | Path) -> Study:
-    """Read a study file and check every layer, optimizer and dataset it names, before anything trains."""
-    study = spec_module.load_study(path)
+def load_study(path: str | Path, yes: bool = False) -> Study:
+    """Read a study file and check every layer, optimizer and dataset it names, before anything trains.
+
+    A study of more than ``mnistlab.spec.MAX_RUNS`` (10,000) runs is refused unless ``yes=True``;
+    a model that would not fit in memory is refused with its size.
+    """
+    study = spec_module.load_study(path, yes=yes)
     check_study(study)
     return study
 
 
 def read_study(path: str | Path) -> Study:
-    """A study file parsed and validated against the schema, its calls not yet checked (for its name)."""
-    return spec_module.load_study(path)
+    """A study file parsed and validated against the schema, its calls not yet checked (for its name).
+
+    Never refused for its run count: commands that only read the store use it.
+    """
+    return spec_module.load_study(path, yes=True)
 
 
 def summaries(study: Study) -> list[tuple[str, str]]:
-    """(label, Keras-style summary text) for each distinct architecture of the study, in study order."""
+    """(label, Keras-style summary text) for each distinct architecture of the study, in study order.
+
+    Models are built on torch's 'meta' device: shapes and counts only, nothing allocated.
+    """
     from .engine.layers import build_model, input_shape
     seen, out = set(), []
     for spec in spec_module.expand(study):
         if spec.layers not in seen:
             seen.add(spec.layers)
             calls = spec.layer_calls()
-            out.append((spec.label, build_model(calls, input_shape(calls)).summary()))
+            out.append((spec.label, build_model(calls, input_shape(calls), device="meta").summary()))
     return out
 
 
@@ -60,15 +70,17 @@ def data_info(name: str = "mnist") -> dict:
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
-        options: RunOptions | None = None, engine: EngineOptions | None = None, **settings) -> Outcome:
+        options: RunOptions | None = None, engine: EngineOptions | None = None, yes: bool = False,
+        **settings) -> Outcome:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
 
     ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
     ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    ``yes`` accepts a study file of more than 10,000 runs (as in :func:`load_study`).
     """
     if not isinstance(study, Study):
-        study = load_study(study)
+        study = load_study(study, yes=yes)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
     options = replace(options or RunOptions(), **settings)

@@ -27,6 +27,10 @@ StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [de
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
 
 
+YesOpt = typer.Option(False, "--yes", "-y", help="Accept a study of more than 10,000 runs (refused otherwise, "
+                                                "as a likely typo in a sweep).")
+
+
 class CliError(MnistlabError):
     """Bad command-line input."""
 
@@ -81,10 +85,11 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
                                                                    "vectorised group (default) or one by one."),
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
-                                                                "(each with cores/N threads); 1 trains here.")):
+                                                                "(each with cores/N threads); 1 trains here."),
+        yes: bool = YesOpt):
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import EngineOptions, RunOptions, load_study, run as run_api
-    spec = load_study(study)
+    spec = load_study(study, yes=yes)
     db = _store(store, study)
     reporter = _reporter(quiet or workers > 1)
     if workers > 1 and not quiet:
@@ -98,16 +103,16 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     if not quiet:
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
                   f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}; "
-                  f"store: {db.url}", highlight=False)
+                  f"store: {escape(str(db.url))}", highlight=False)
     if table:
         _print_table(db, spec.name)
 
 
 @app.command()
-def summary(study: Path = typer.Argument(..., help="Study file (TOML).")):
+def summary(study: Path = typer.Argument(..., help="Study file (TOML)."), yes: bool = YesOpt):
     """Print a Keras-style summary of every model in STUDY (layers, output shapes, parameters)."""
     from .api import load_study, summaries
-    for label, text in summaries(load_study(study)):
+    for label, text in summaries(load_study(study, yes=yes)):
         out.print(f"[bold]{escape(label)}[/bold]")
         out.print(text, highlight=False, markup=False)
         out.print()
@@ -122,8 +127,8 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
         table = Table("study", "runs", "status", "updated", "file")
         for s in db.studies():
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s["counts"].items()))
-            table.add_row(s["name"], str(sum(s["counts"].values())), counts, f"{s['updated']:%Y-%m-%d %H:%M}",
-                          s["path"] or "")
+            table.add_row(escape(s["name"]), str(sum(s["counts"].values())), escape(counts),
+                          f"{s['updated']:%Y-%m-%d %H:%M}", escape(s["path"] or ""))
         out.print(table)
         return
     table = Table("run", "model", "repeat", "status", "epochs", "test acc", "seconds")
@@ -131,7 +136,7 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
         acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—"
         secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"
         table.add_row(r["id"][:8], escape(r["model"] + (f" [{r['point']}]" if r["point"] else "")), str(r["repeat"]),
-                      r["status"], f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
+                      escape(r["status"]), f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
     out.print(table)
 
 
@@ -143,12 +148,13 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
     full = db.resolve(run_id)
     run = db.runs(ids=[full], current=False)[0]
     spec = run["spec"]
-    out.print(f"[bold]run {full}[/bold]  {run['model']} {run['point'] or ''}  status: {run['status']}")
+    point = f" [{run['point']}]" if run["point"] else ""  # as `ls` and `table` label a grid point
+    out.print(f"[bold]run {full}[/bold]  {escape(run['model'] + point)}  status: {escape(run['status'])}")
     for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "seed", "train_size", "test_size"):
-        out.print(f"  {key}: {spec.get(key)}", highlight=False)
+        out.print(f"  {key}: {spec.get(key)}", highlight=False, markup=False)
     out.print("  layers:")
     for layer in spec["layers"]:
-        out.print(f"    {layer}", highlight=False)
+        out.print(f"    {layer}", highlight=False, markup=False)
     history = Table("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
     for row in db.history(full):
         history.add_row(str(row["epoch"]), *(f"{row[k]:.4f}" if row[k] is not None else "—"
@@ -159,7 +165,7 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
         if run[key] is not None:
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
     if run["error"]:
-        out.print(f"  [red]error:[/red] {run['error']}", highlight=False)
+        out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
 
 
 @app.command("table")
@@ -191,7 +197,7 @@ def report(study: str = typer.Argument(..., help="Study file or a study name in 
     name = _study_name(study)
     target = output or Path(f"{Path(study).stem if study.endswith('.toml') else name}-report.html")
     path = write_report(db, name, target, png_dir=png)
-    out.print(f"report: {path}", highlight=False)
+    out.print(f"report: {path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -227,7 +233,7 @@ def data_fetch(name: str = typer.Argument("mnist"), force: bool = typer.Option(F
     from .api import fetch_data
     started = time.perf_counter()
     path = fetch_data(name, force=force)
-    out.print(f"{name}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False)
+    out.print(f"{name}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False, markup=False)
 
 
 @data_app.command("info")
@@ -235,14 +241,14 @@ def data_info(name: str = typer.Argument("mnist")):
     """Where a dataset is cached, its shapes, class counts and source."""
     from .api import data_info
     for key, value in data_info(name).items():
-        out.print(f"{key}: {value}", highlight=False)
+        out.print(f"{key}: {value}", highlight=False, markup=False)
 
 
 def _print_table(db, study: str) -> None:
     from .report.table import HEADERS, best, comparison, text_cells
     rows = comparison(db, study)
     winners = best(rows)
-    table = Table(*HEADERS, title=f"study {study}")
+    table = Table(*HEADERS, title=f"study {escape(study)}")
     metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
     for row in rows:
         cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
@@ -279,11 +285,11 @@ class _Reporter:
         self.label = label
         note = f" (resuming after epoch {resumed_from})" if resumed_from else ""
         if self.progress:
-            self.progress.update(self.run, description=f"{label} epoch {resumed_from + 1}/{self.spec.epochs}",
+            self.progress.update(self.run, description=f"{escape(label)} epoch {resumed_from + 1}/{self.spec.epochs}",
                                  completed=0, total=1, info="", visible=True)
         elif not self.quiet:
             ids = ", ".join(s.id[:8] for s in specs)
-            err.print(f"{'group' if len(specs) > 1 else 'run'} {ids}: {label}{note}", highlight=False)
+            err.print(f"{'group' if len(specs) > 1 else 'run'} {ids}: {label}{note}", highlight=False, markup=False)
 
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None:
         if self.progress:
@@ -296,9 +302,9 @@ class _Reporter:
         if self.progress:
             self.progress.console.print(f"  {escape(line)}", highlight=False)
             if spec is self.specs[-1] and row["epoch"] < spec.epochs:
-                self.progress.update(self.run, description=f"{self.label} epoch {row['epoch'] + 1}/{spec.epochs}")
+                self.progress.update(self.run, description=f"{escape(self.label)} epoch {row['epoch'] + 1}/{spec.epochs}")
         elif not self.quiet:
-            err.print(f"  {line}", highlight=False)
+            err.print(f"  {line}", highlight=False, markup=False)
 
     def run_finished(self, spec, status: str, detail: str) -> None:
         colour = {"done": "green", "diverged": "yellow"}.get(status, "red")
@@ -307,7 +313,7 @@ class _Reporter:
             self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(spec.label)}: {escape(detail)}",
                                         highlight=False)
         elif not self.quiet:
-            err.print(f"{status} {spec.label}: {detail}", highlight=False)
+            err.print(f"{status} {spec.label}: {detail}", highlight=False, markup=False)
 
     def close(self) -> None:
         if self.progress:

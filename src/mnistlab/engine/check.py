@@ -1,5 +1,9 @@
 """Check every call a study names against the engine's registries, before anything trains.
 
+Each distinct optimizer and architecture is checked once, however many runs share it: the model is
+built on torch's 'meta' device (shapes and counts, no memory) and its training memory estimated for
+each batch size it trains with (``memory.py``).
+
 >>> check_study(spec.load_study("studies/quick.toml"))   # raises StudyError naming file:line, model, layer
 """
 
@@ -7,14 +11,16 @@ from __future__ import annotations
 
 from ..data import DATASETS
 from ..errors import LayerError, OptimizerError, StudyError
-from ..spec import Study, did_you_mean, expand
-from .layers import check_model, input_shape
+from ..spec import RunSpec, Study, did_you_mean, expand
+from .layers import Sequential, build_model, input_shape
 from .losses import check_output, parse_loss
+from .memory import check_fits
 from .optim import optimizer_defaults
 
 
 def check_study(study: Study) -> None:
-    """Raise a one-line StudyError for the first unknown dataset, optimizer or layer problem."""
+    """Raise a one-line StudyError for the first unknown dataset, optimizer or layer problem,
+    or a model too large for this machine's memory."""
     if study.dataset not in DATASETS:
         raise StudyError(f"{study.where('dataset')}: dataset {study.dataset!r} is unknown; "
                          f"{did_you_mean(study.dataset, DATASETS)}")
@@ -22,23 +28,33 @@ def check_study(study: Study) -> None:
         loss = parse_loss(study.train.loss)
     except StudyError as exc:
         raise StudyError(f"{study.where('loss', key=True)}: loss {study.train.loss!r}: {exc}") from None
-    checked: set[tuple[str, ...]] = set()
+    optimizers: set[str] = set()
+    models: dict[tuple[str, ...], Sequential] = {}
+    sized: set[tuple[tuple[str, ...], int]] = set()
     for run in expand(study):
-        try:
-            optimizer_defaults(run.optimizer_call())
-        except OptimizerError as exc:
-            raise StudyError(f"{study.where('optimizer')}: model {run.model!r}: optimizer: {exc}") from None
-        if run.layers in checked:
+        if run.optimizer not in optimizers:
+            try:
+                optimizer_defaults(run.optimizer_call())
+            except OptimizerError as exc:
+                raise StudyError(f"{study.where('optimizer')}: model {run.model!r}: optimizer: {exc}") from None
+            optimizers.add(run.optimizer)
+        if (run.layers, run.batch_size) in sized:
             continue
-        checked.add(run.layers)
-        entry = next(m for m in study.models if m.name == run.model)
+        sized.add((run.layers, run.batch_size))
         try:
-            calls = run.layer_calls()
-            model = check_model(calls, input_shape(calls))
-            check_output(loss, model.output_activation, len(calls) - 1, study.train.loss)
+            if run.layers not in models:
+                calls = run.layer_calls()
+                models[run.layers] = build_model(calls, input_shape(calls), device="meta")
+                check_output(loss, models[run.layers].output_activation, len(calls) - 1, study.train.loss)
+            check_fits(models[run.layers], run.batch_size)
         except LayerError as exc:
-            layer = entry.layers[exc.index] if exc.index is not None and exc.index < len(entry.layers) else None
-            where = f"layer {exc.index + 1} {layer!r}: " if layer else ""
-            point = f" [{run.point}]" if run.point else ""
-            raise StudyError(f"{study.where(layer or run.model)}: model {run.model!r}{point}: "
-                             f"{where}{exc.message}") from None
+            raise _located(study, run, exc) from None
+
+
+def _located(study: Study, run: RunSpec, exc: LayerError) -> StudyError:
+    """``FILE:LINE: model 'm' [grid point]: layer N 'its text': message``."""
+    entry = next(m for m in study.models if m.name == run.model)
+    layer = entry.layers[exc.index] if exc.index is not None and exc.index < len(entry.layers) else None
+    where = f"layer {exc.index + 1} {layer!r}: " if layer else ""
+    point = f" [{run.point}]" if run.point else ""
+    return StudyError(f"{study.where(layer or run.model)}: model {run.model!r}{point}: {where}{exc.message}")

@@ -51,7 +51,7 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
 
 def _worker(path: str | None, source: str, url: str, artifacts: str, options: RunOptions,
             engine: EngineOptions) -> Outcome:
-    study = parse_study(source, path or "<study>")
+    study = parse_study(source, path or "<study>", yes=True)  # the parent accepted its run count
     check_study(study)
     return run_study(study, Store(url, artifacts), None, options, engine)
 

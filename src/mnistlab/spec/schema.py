@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
-import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import CallSyntaxError, StudyError
 from ..registry import ARGUMENT_ALIASES
 from .calls import Call, parse_call
+from .template import TemplateError, fill, names
 
 try:  # Python 3.11+; tomli is the same parser for 3.10
     import tomllib
@@ -44,6 +46,7 @@ except ModuleNotFoundError:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SETTINGS = ("epochs", "batch_size", "optimizer")  # sweepable training settings; "optimizer.ARG" too
+MAX_RUNS = 10_000  # more runs than this in one study is likely a typo in a sweep: asked for with yes=True
 
 
 class _Strict(BaseModel):
@@ -157,8 +160,11 @@ class RunSpec:
         return cls(**fields)
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file (syntax, schema, layer-call syntax, templates)."""
+def load_study(path: str | Path, yes: bool = False) -> Study:
+    """Read and validate a study file (syntax, schema, layer-call syntax, templates, run count).
+
+    More than :data:`MAX_RUNS` runs are refused unless ``yes``.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -166,10 +172,10 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{path}: no such study file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyError(f"{path}: cannot read the study file ({exc})") from None
-    return parse_study(text, str(path))
+    return parse_study(text, str(path), yes=yes)
 
 
-def parse_study(text: str, path: str = "<study>") -> Study:
+def parse_study(text: str, path: str = "<study>", yes: bool = False) -> Study:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -183,6 +189,8 @@ def parse_study(text: str, path: str = "<study>") -> Study:
         raise StudyError(_pydantic_message(exc, path, text)) from None
     for model in study.models:
         _check_model_syntax(study, model)
+    if not yes:
+        _check_run_count(study)
     expand(study)  # template and sweep errors surface at load time, not mid-study
     return study
 
@@ -218,10 +226,9 @@ def _pydantic_message(exc: ValidationError, path: str, text: str) -> str:
 
 def _check_model_syntax(study: Study, model: ModelEntry) -> None:
     for index, layer in enumerate(model.layers):
-        probe = _fill(layer, {name: 1 for name in _template_names(layer)})
         try:
-            parse_call(probe)
-        except CallSyntaxError as exc:
+            parse_call(fill(layer, {name: 1 for name in names(layer)}))
+        except (CallSyntaxError, TemplateError) as exc:
             raise StudyError(f"{study.where(layer)}: model {model.name!r}, layer {index + 1} {layer!r}: {exc}") from None
     for text in filter(None, [study.train.optimizer, model.optimizer]):
         try:
@@ -234,15 +241,21 @@ def _check_model_syntax(study: Study, model: ModelEntry) -> None:
         raise StudyError(f"{study.where('loss', key=True)}: loss {study.train.loss!r}: {exc}") from None
 
 
-def _template_names(text: str) -> list[str]:
-    try:
-        return [name for _, name, _, _ in string.Formatter().parse(text) if name]
-    except ValueError:
-        return []
+def count_runs(study: Study) -> dict[str, int]:
+    """Runs per model (sweep grid size x repeats), counted without expanding anything."""
+    return {m.name: math.prod(len(v) for v in {**study.sweep, **m.sweep}.values()) * (m.repeats or study.repeats)
+            for m in study.models}
 
 
-def _fill(text: str, values: dict[str, Any]) -> str:
-    return text.format(**{k: values[k] for k in _template_names(text)})
+def _check_run_count(study: Study) -> None:
+    counts = count_runs(study)
+    total = sum(counts.values())
+    if total > MAX_RUNS:
+        biggest = max(counts, key=counts.get)
+        where = study.where("[sweep]") if study.sweep else study.where(biggest)
+        raise StudyError(f"{where}: the study has {total:,} runs (models x sweep grid x repeats; model {biggest!r} "
+                         f"alone {counts[biggest]:,}), more than {MAX_RUNS:,}; check the sweep, or pass --yes "
+                         "(Python: yes=True) to train them all")
 
 
 def derive_seed(study_seed: int, repeat: int) -> int:
@@ -260,9 +273,8 @@ def expand(study: Study) -> list[RunSpec]:
         keys = sorted(grid)
         repeats = model.repeats or study.repeats
         for values in itertools.product(*(grid[k] for k in keys)):
-            point = dict(zip(keys, values))
-            for repeat in range(repeats):
-                runs.append(_resolve(study, model, point, repeat))
+            first = _resolve(study, model, dict(zip(keys, values)))  # repeats differ only in seed
+            runs += [replace(first, seed=derive_seed(study.seed, repeat), repeat=repeat) for repeat in range(repeats)]
     seen: dict[str, RunSpec] = {}
     for run in runs:
         if run.id in seen:
@@ -274,7 +286,7 @@ def expand(study: Study) -> list[RunSpec]:
 
 
 def _check_sweep(study: Study, model: ModelEntry, grid: dict[str, list[Any]]) -> None:
-    used = {name for layer in model.layers for name in _template_names(layer)}
+    used = {name for layer in model.layers for name in names(layer)}
     for key, values in grid.items():
         where = f"{study.where(key, key=True)}: sweep {key!r}"
         if not values:
@@ -290,26 +302,33 @@ def _check_sweep(study: Study, model: ModelEntry, grid: dict[str, list[Any]]) ->
                          f"{missing} but the sweep gives no values for them; add them to [sweep]")
 
 
-def _resolve(study: Study, model: ModelEntry, point: dict[str, Any], repeat: int) -> RunSpec:
+def _resolve(study: Study, model: ModelEntry, point: dict[str, Any]) -> RunSpec:
+    """The run of one grid point, repeat 0."""
     settings = {"epochs": model.epochs or study.train.epochs,
                 "batch_size": model.batch_size or study.train.batch_size,
                 "optimizer": model.optimizer or study.train.optimizer}
     settings.update({k: v for k, v in point.items() if k in SETTINGS})
     optimizer = _optimizer_text(settings["optimizer"], {k.split(".", 1)[1]: v for k, v in point.items()
                                                         if k.startswith("optimizer.")})
-    layers = tuple(parse_call(_fill(layer, point)).text() for layer in model.layers)
+    layers = tuple(_parsed(fill(layer, point)).text() for layer in model.layers)
     label = ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in sorted(point.items()))
     return RunSpec(study=study.name, model=model.name, layers=layers, dataset=study.dataset,
                    epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
                    optimizer=optimizer, loss=_call_text(study.train.loss), validation=study.train.validation,
                    train_size=study.train.train_size, test_size=study.train.test_size,
-                   seed=derive_seed(study.seed, repeat), repeat=repeat,
+                   seed=derive_seed(study.seed, 0), repeat=0,
                    sweep=tuple(sorted(point.items())), point=label)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str, bare_name_ok: bool = False) -> Call:
+    """``parse_call``, cached: a sweep repeats the same few layer and optimizer texts many times."""
+    return parse_call(text, bare_name_ok=bare_name_ok)
 
 
 def _optimizer_text(text: str, overrides: dict[str, Any]) -> str:
     """Canonical optimizer text: lower-case name, Keras 2's ``lr`` spelled ``learning_rate``, sorted."""
-    call = parse_call(text, bare_name_ok=True)
+    call = _parsed(text, bare_name_ok=True)
     kwargs = {ARGUMENT_ALIASES.get(k, k): v for k, v in call.kwargs}
     kwargs.update(overrides)
     return Call(call.name.lower(), call.args, tuple(sorted(kwargs.items()))).text()
