@@ -1,17 +1,25 @@
-"""The Python entry points: ``load_study`` checks everything a study names; ``run`` trains it.
+"""The Python entry points: ``load_study`` and ``study`` check everything a study names; ``run`` trains
+it and returns its :class:`~mnistlab.notebook.Results` (pandas DataFrames, the table, the report).
 
 >>> study = load_study("studies/quick.toml")
->>> run(study).trained        # ids of the runs trained by this call
+>>> results = run(study)
+>>> results.trained           # ids of the runs trained by this call
+>>> results.table()           # the comparison table as a DataFrame (HTML in a notebook)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from . import spec as spec_module
 from .engine.check import check_study
 from .errors import StudyError
-from .runner.driver import Outcome, Reporter
+from .notebook import NotebookProgress, Results, in_notebook
+from .runner.driver import Reporter
 from .runner.executors import EXECUTORS
 from .spec import Study
 from .store import Store
@@ -22,6 +30,49 @@ def load_study(path: str | Path) -> Study:
     study = spec_module.load_study(path)
     check_study(study)
     return study
+
+
+def study(name: str, *, models: Any = None, model: Any = None, train: Any = None, sweep: Any = None,
+          repeats: int | None = None, dataset: str | None = None, seed: int | None = None,
+          description: str | None = None, **fields: Any) -> Study:
+    """A study from Python values: the schema, checks and one-line errors of a study file.
+
+    ``models`` is a list of model tables (``{"name": ..., "layers": [...], "epochs": ...}``) or a dict
+    from name to layers (or to such a table); ``train`` and ``sweep`` are the file's tables as dicts.
+    Omitted values take the file's defaults; numpy arrays and scalars become plain lists and numbers.
+
+    >>> s = study(name="widths", models={"mlp": ["Dense({units}, activation='relu')", "Dense(10, activation='softmax')"]},
+    ...           train={"epochs": 2, "train_size": 600}, sweep={"units": [32, 64]}, repeats=2)
+    >>> s.to_toml("widths.toml")    # the same study as a file
+    """
+    if models is not None and model is not None:
+        raise StudyError("<study>: model: give models= or model=, not both")
+    given = {"name": name, "model": _model_tables(models if models is not None else model), "train": train,
+             "sweep": sweep, "repeats": repeats, "dataset": dataset, "seed": seed, "description": description,
+             **fields}
+    built = spec_module.build_study({k: _plain(v) for k, v in given.items() if v is not None})
+    check_study(built)
+    # the TOML text is the study's source: the store keeps it and worker processes parse it
+    return built.model_copy(update={"source": built.to_toml()})
+
+
+def _model_tables(models: Any) -> Any:
+    """``{name: layers}`` or ``{name: table}`` as the file's list of ``[[model]]`` tables."""
+    if isinstance(models, Mapping):
+        return [dict(_plain(entry), name=name) if isinstance(entry, (Mapping, BaseModel)) else
+                {"name": name, "layers": entry} for name, entry in models.items()]
+    return models  # a list of tables, or something the schema will name as wrong
+
+
+def _plain(value: Any) -> Any:
+    """TOML's kinds of value: dicts, lists and scalars (numpy arrays and scalars, tuples, models converted)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(by_alias=True, exclude_none=True, exclude={"path", "source"})
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return _plain(value.tolist()) if hasattr(value, "tolist") else value
 
 
 def read_study(path: str | Path) -> Study:
@@ -53,18 +104,30 @@ def data_info(name: str = "mnist") -> dict:
 
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
-        retry_failed: bool = False, group: bool = True, workers: int = 1) -> Outcome:
+        retry_failed: bool = False, group: bool = True, workers: int = 1, progress: bool | None = None) -> Results:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
 
-    ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    Returns :class:`Results`: what this call did (``.trained``, ``.resumed``, ``.skipped``, ``.diverged``,
+    ``.failed``) and the study's results as DataFrames. ``progress`` (default: only under Jupyter) shows
+    a notebook progress bar. ``workers > 1`` trains in that many local processes (no progress reports).
+
+    >>> results = run(study(name="s", models={"m": ["Dense(10, activation='softmax')"]}), store="s.db")
+    >>> results.runs()          # one row per run
     """
     if not isinstance(study, Study):
         study = load_study(study)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
     if workers > 1:
-        return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
-    return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)
+        outcome = EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
+        return Results.of(outcome, store, study.name)
+    bar = NotebookProgress() if reporter is None and (in_notebook() if progress is None else progress) else None
+    try:
+        outcome = EXECUTORS["inline"](study, store, reporter or bar, retry_failed=retry_failed, group=group)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Results.of(outcome, store, study.name)
 
 
 def load_model(store: Store, run_id: str):

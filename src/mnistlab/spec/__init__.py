@@ -6,8 +6,8 @@ its expansion into frozen, content-addressed :class:`RunSpec` s (``schema``).
 
 from ..errors import StudyError
 from .calls import Call, did_you_mean, parse_call
-from .schema import (ModelEntry, RunSpec, Study, TrainSettings, derive_seed, expand, load_study,
+from .schema import (ModelEntry, RunSpec, Study, TrainSettings, build_study, derive_seed, expand, load_study,
                      parse_study)
 
-__all__ = ["Call", "ModelEntry", "RunSpec", "Study", "StudyError", "TrainSettings", "derive_seed",
+__all__ = ["Call", "ModelEntry", "RunSpec", "Study", "StudyError", "TrainSettings", "build_study", "derive_seed",
            "did_you_mean", "expand", "load_study", "parse_call", "parse_study"]
