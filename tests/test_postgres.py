@@ -45,6 +45,7 @@ def race(setup: str, work: str, args: list[str], processes: int, tmp_path) -> li
     code = CHILD.format(setup=setup, work=work)
     procs = [subprocess.Popen([sys.executable, "-c", code, *args, str(go)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    results = None
     try:
         assert [p.stdout.readline().strip() for p in procs] == ["ready"] * processes
         go.touch()
@@ -52,6 +53,8 @@ def race(setup: str, work: str, args: list[str], processes: int, tmp_path) -> li
     finally:
         for p in procs:
             p.stdin.close()
+            if results is None:  # one failed: the others must not wait for a go file that never comes
+                p.kill()
             p.wait(timeout=120)
     assert all(p.returncode == 0 for p in procs)
     return results
