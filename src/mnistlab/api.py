@@ -1,7 +1,10 @@
-"""The Python entry points: ``load_study`` checks everything a study names; ``run`` trains it.
+"""The Python entry points: ``load_study`` and ``study`` check everything a study names; ``run`` trains
+it and returns its :class:`~mnistlab.notebook.Results` (pandas DataFrames, the table, the report).
 
 >>> study = load_study("studies/quick.toml")
->>> run(study).trained        # ids of the runs trained by this call
+>>> results = run(study)
+>>> results.trained           # ids of the runs trained by this call
+>>> results.table()           # the comparison table as a DataFrame (HTML in a notebook)
 """
 
 from __future__ import annotations
@@ -9,15 +12,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from . import numerics
 from . import spec as spec_module
 from .engine.check import check_study
 from .engine.options import EngineOptions
 from .errors import ImageError, ReportError, StudyError
-from .runner.driver import Outcome, Reporter
+from .notebook import NotebookProgress, Results, in_notebook
+from .runner.driver import Reporter
 from .runner.executors import EXECUTORS
 from .runner.options import RunOptions
 from .spec import Study
@@ -33,6 +41,49 @@ def load_study(path: str | Path, yes: bool = False) -> Study:
     study = spec_module.load_study(path, yes=yes)
     check_study(study)
     return study
+
+
+def study(name: str, *, models: Any = None, model: Any = None, train: Any = None, sweep: Any = None,
+          repeats: int | None = None, dataset: str | None = None, seed: int | None = None,
+          description: str | None = None, **fields: Any) -> Study:
+    """A study from Python values: the schema, checks and one-line errors of a study file.
+
+    ``models`` is a list of model tables (``{"name": ..., "layers": [...], "epochs": ...}``) or a dict
+    from name to layers (or to such a table); ``train`` and ``sweep`` are the file's tables as dicts.
+    Omitted values take the file's defaults; numpy arrays and scalars become plain lists and numbers.
+
+    >>> s = study(name="widths", models={"mlp": ["Dense({units}, activation='relu')", "Dense(10, activation='softmax')"]},
+    ...           train={"epochs": 2, "train_size": 600}, sweep={"units": [32, 64]}, repeats=2)
+    >>> s.to_toml("widths.toml")    # the same study as a file
+    """
+    if models is not None and model is not None:
+        raise StudyError("<study>: model: give models= or model=, not both")
+    given = {"name": name, "model": _model_tables(models if models is not None else model), "train": train,
+             "sweep": sweep, "repeats": repeats, "dataset": dataset, "seed": seed, "description": description,
+             **fields}
+    built = spec_module.build_study({k: _plain(v) for k, v in given.items() if v is not None})
+    check_study(built)
+    # the TOML text is the study's source: the store keeps it and worker processes parse it
+    return built.model_copy(update={"source": built.to_toml()})
+
+
+def _model_tables(models: Any) -> Any:
+    """``{name: layers}`` or ``{name: table}`` as the file's list of ``[[model]]`` tables."""
+    if isinstance(models, Mapping):
+        return [dict(_plain(entry), name=name) if isinstance(entry, (Mapping, BaseModel)) else
+                {"name": name, "layers": entry} for name, entry in models.items()]
+    return models  # a list of tables, or something the schema will name as wrong
+
+
+def _plain(value: Any) -> Any:
+    """TOML's kinds of value: dicts, lists and scalars (numpy arrays and scalars, tuples, models converted)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(by_alias=True, exclude_none=True, exclude={"path", "source"})
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return _plain(value.tolist()) if hasattr(value, "tolist") else value
 
 
 def read_study(path: str | Path) -> Study:
@@ -71,13 +122,19 @@ def data_info(name: str = "mnist") -> dict:
 
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
         options: RunOptions | None = None, engine: EngineOptions | None = None, yes: bool = False,
-        **settings) -> Outcome:
+        progress: bool | None = None, **settings) -> Results:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
 
     ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
     ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
     ``yes`` accepts a study file of more than 10,000 runs (as in :func:`load_study`).
+    Returns :class:`Results`: what this call did (``.trained``, ``.resumed``, ``.skipped``, ``.diverged``,
+    ``.failed``) and the study's results as DataFrames. ``progress`` (default: only under Jupyter) shows
+    a notebook progress bar.
+
+    >>> results = run(study(name="s", models={"m": ["Dense(10, activation='softmax')"]}), store="s.db")
+    >>> results.runs()          # one row per run
     """
     if not isinstance(study, Study):
         study = load_study(study, yes=yes)
@@ -87,7 +144,14 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     if options.workers > 1 and options.executor == "inline":
         options = replace(options, executor="processes")
     engine = engine or EngineOptions.from_environment()
-    return EXECUTORS[options.executor](study, store, reporter, options, engine)
+    inline = options.executor == "inline"
+    bar = NotebookProgress() if inline and reporter is None and (in_notebook() if progress is None else progress) else None
+    try:
+        outcome = EXECUTORS[options.executor](study, store, reporter or bar, options, engine)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Results.of(outcome, store, study.name)
 
 
 def load_model(store: Store, run_id: str):

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -61,7 +63,7 @@ def main() -> None:
 
 
 def _store(url: Optional[str], study_path: Optional[Path] = None):
-    from .api import Store
+    from .store import Store  # not through api: reading the store needs no torch
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
         return Store.for_study(study_path, url)
@@ -72,8 +74,8 @@ def _study_name(study: str) -> str:
     """A study argument is a file (its ``name`` is read) or a name already in the store."""
     path = Path(study)
     if path.suffix == ".toml":
-        from .api import read_study
-        return read_study(path).name
+        from .spec import load_study  # parsed and validated; its calls are checked only by `run`
+        return load_study(path).name
     return study
 
 
@@ -248,7 +250,7 @@ def _print_table(db, study: str) -> None:
     from .report.table import HEADERS, best, comparison, text_cells
     rows = comparison(db, study)
     winners = best(rows)
-    table = Table(*HEADERS, title=f"study {escape(study)}")
+    table = fitted_table(HEADERS, [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
     metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
     for row in rows:
         cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
@@ -257,6 +259,54 @@ def _print_table(db, study: str) -> None:
                 cells[col] = f"[bold green]{cells[col]}[/bold green]"
         table.add_row(*cells)
     out.print(table)
+
+
+LABEL_MIN = 16  # columns the first cell (model [grid point]) keeps before the numbers give up theirs
+
+
+def fitted_table(headers: list[str], texts: list[list[str]], width: int, **options) -> Table:
+    """A rich table that fits ``width`` columns (a narrow terminal, or 80 when piped): the first column
+    folds onto more lines instead of being cut to `mnist_…`; the others give up width in steps (headers
+    on two lines, then numbers wrapped at their spaces) and never cut a number; where the first column
+    would still get less than ``LABEL_MIN``, the borders go, then headers fold too. The caller adds the
+    rows (``texts``, plain text, for measuring).
+    """
+    columns = [[head, *(row[i] for row in texts)] for i, head in enumerate(headers)]
+    cells = [[cell_len(t) for t in col[1:]] for col in columns]
+    words = [[cell_len(w) for t in col[1:] for w in t.split()] for col in columns]
+    head_words = [max(map(cell_len, col[0].split())) for col in columns]
+    steps = [[max(c + [cell_len(col[0])]) for c, col in zip(cells, columns)],  # every cell on one line
+             [max(c + [h]) for c, h in zip(cells, head_words)],  # headers on two lines
+             [max(w + [h]) for w, h in zip(words, head_words)],  # numbers wrapped at spaces
+             [max(w + [1]) for w in words]]  # headers folded too (no borders only)
+    label = min(steps[0][0], LABEL_MIN)
+    for boxed, overhead in ((True, 3 * len(columns) + 1), (False, len(columns) - 1)):  # borders, padding
+        room = width - overhead
+        numbers = steps[0][1:]
+        for floors in steps[1:3]:
+            numbers = _shrink(numbers, floors[1:], room - label)
+        if room - sum(numbers) >= label or not boxed:
+            break
+    if not boxed:
+        numbers = _shrink(numbers, steps[3][1:], room - label)
+    table = Table(**({} if boxed else {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": 0}), **options)
+    fits = sum(steps[0]) <= room
+    for i, head in enumerate(headers):
+        fixed = None if fits else (max(room - sum(numbers), 1) if i == 0 else numbers[i - 1])
+        table.add_column(head, overflow="fold", no_wrap=False, width=fixed)
+    return table
+
+
+def _shrink(widths: list[int], floors: list[int], budget: int) -> list[int]:
+    """Narrow the columns with the most room above their longest word, a character at a time, to ``budget``."""
+    widths = list(widths)
+    while sum(widths) > budget:
+        slack = [w - f for w, f in zip(widths, floors)]
+        i = max(range(len(widths)), key=slack.__getitem__)
+        if slack[i] <= 0:
+            break
+        widths[i] -= 1
+    return widths
 
 
 class _Reporter:

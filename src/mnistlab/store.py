@@ -27,6 +27,7 @@ from safetensors.numpy import load_file, save_file
 from .errors import StoreError
 
 SCHEMA_VERSION = 1
+SCHEMA_LOCK = int.from_bytes(b"mnistlab", "big") >> 1  # PostgreSQL advisory lock key (a bigint) of schema changes
 STALE_AFTER = 600  # seconds without a heartbeat before another host may take a running run over
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
@@ -132,6 +133,11 @@ class Store:
             finally:
                 raw.close()
         with self.engine.begin() as conn:
+            # processes opening a new store at once: one creates (or migrates) it, the others wait and
+            # see it done (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock)
+            if self.engine.url.get_backend_name() == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            tables = set(sa.inspect(conn).get_table_names())
             if not tables:
                 meta.create_all(conn)
                 conn.execute(info_table.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)},

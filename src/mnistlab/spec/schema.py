@@ -98,6 +98,23 @@ class Study(_Strict):
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
         return models
 
+    def to_toml(self, path: str | Path | None = None) -> str:
+        """The study as TOML text that parses back to an equal study; also written to ``path`` if given.
+
+        >>> mnistlab.study(name="s", models={"m": ["Dense(10, activation='softmax')"]}).to_toml("s.toml")
+        """
+        import tomli_w  # only writing needs it
+
+        data = _prune(self.model_dump(by_alias=True, exclude={"path", "source"}, exclude_none=True))
+        try:
+            text = tomli_w.dumps(data, multiline_strings=False, indent=2)
+        except TypeError as exc:  # e.g. a sweep value that TOML cannot hold
+            raise StudyError(f"{self.where()}: {_unwritable(data)}cannot be written as TOML ({exc}); "
+                             "use str, int, float, bool or lists of them") from None
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
     def where(self, needle: str | None = None, key: bool = False) -> str:
         """``path:line`` of the first line containing ``needle`` (as a TOML key if ``key``), or the path."""
         line = _line_of(self.source or "", needle, key) if needle else None
@@ -183,16 +200,45 @@ def parse_study(text: str, path: str = "<study>", yes: bool = False) -> Study:
         where = f"{path}:{match.group(1)}" if match else path
         message = re.sub(r"\s*\(at line.*\)", "", str(exc))
         raise StudyError(f"{where}: not valid TOML: {message}") from None
+    return build_study(raw, path, text)
+
+
+def build_study(raw: dict[str, Any], path: str | None = None, source: str | None = None) -> Study:
+    """A study from the values a TOML file would hold (``model`` a list of tables): the same schema,
+    checks and one-line errors as a file. ``mnistlab.study(...)`` builds its studies here.
+
+    >>> build_study({"name": "s", "model": [{"name": "m", "layers": ["Dense(10, activation='softmax')"]}]})
+    """
     try:
-        study = Study.model_validate({**raw, "path": path, "source": text})
+        study = Study.model_validate({**raw, "path": path, "source": source})
     except ValidationError as exc:
-        raise StudyError(_pydantic_message(exc, path, text)) from None
+        raise StudyError(_pydantic_message(exc, path or "<study>", source or "")) from None
     for model in study.models:
         _check_model_syntax(study, model)
     if not yes:
         _check_run_count(study)
     expand(study)  # template and sweep errors surface at load time, not mid-study
     return study
+
+
+def _prune(data: Any) -> Any:
+    """Leave out empty descriptions and sweeps: the file says only what differs from an empty study."""
+    if isinstance(data, dict):
+        return {k: _prune(v) for k, v in data.items() if not (k in ("description", "sweep") and not v)}
+    return [_prune(v) for v in data] if isinstance(data, list) else data
+
+
+def _unwritable(data: dict[str, Any]) -> str:
+    """``sweep 'units': `` for the first sweep whose values TOML cannot hold (for the error message)."""
+    import tomli_w
+
+    sweeps = [data.get("sweep", {})] + [m.get("sweep", {}) for m in data.get("model", [])]
+    for key, values in ((k, v) for sweep in sweeps for k, v in sweep.items()):
+        try:
+            tomli_w.dumps({"v": values})
+        except TypeError:
+            return f"sweep {key!r}: "
+    return ""
 
 
 def _line_of(text: str, needle: str, key: bool = False) -> int | None:
