@@ -190,7 +190,7 @@ def sweep_study(points_per_key: int, keys: int = 3, repeats: int = 1, layer: str
     values = ", ".join(str(v + 1) for v in range(points_per_key))
     names = [f"k{i}" for i in range(keys)]
     hidden = ", ".join(f'"{layer}({{{n}}})"' for n in names)
-    return (f'name = "s"\nrepeats = {repeats}\n[[model]]\nname = "m"\nlayers = [{hidden}, "Dense(10, activation='softmax')"]\n'
+    return (f'name = "s"\nrepeats = {repeats}\n[[model]]\nname = "m"\nlayers = [{hidden}, "Dense(10, activation=\'softmax\')"]\n'
             "[sweep]\n" + "".join(f"{n} = [{values}]\n" for n in names))
 
 

@@ -45,12 +45,13 @@ def load_study(path: str | Path, yes: bool = False) -> Study:
 
 def study(name: str, *, models: Any = None, model: Any = None, train: Any = None, sweep: Any = None,
           repeats: int | None = None, dataset: str | None = None, seed: int | None = None,
-          description: str | None = None, **fields: Any) -> Study:
+          description: str | None = None, yes: bool = False, **fields: Any) -> Study:
     """A study from Python values: the schema, checks and one-line errors of a study file.
 
     ``models`` is a list of model tables (``{"name": ..., "layers": [...], "epochs": ...}``) or a dict
     from name to layers (or to such a table); ``train`` and ``sweep`` are the file's tables as dicts.
     Omitted values take the file's defaults; numpy arrays and scalars become plain lists and numbers.
+    ``yes`` accepts more than 10,000 runs, as for a file.
 
     >>> s = study(name="widths", models={"mlp": ["Dense({units}, activation='relu')", "Dense(10, activation='softmax')"]},
     ...           train={"epochs": 2, "train_size": 600}, sweep={"units": [32, 64]}, repeats=2)
@@ -61,7 +62,7 @@ def study(name: str, *, models: Any = None, model: Any = None, train: Any = None
     given = {"name": name, "model": _model_tables(models if models is not None else model), "train": train,
              "sweep": sweep, "repeats": repeats, "dataset": dataset, "seed": seed, "description": description,
              **fields}
-    built = spec_module.build_study({k: _plain(v) for k, v in given.items() if v is not None})
+    built = spec_module.build_study({k: _plain(v) for k, v in given.items() if v is not None}, yes=yes)
     check_study(built)
     # the TOML text is the study's source: the store keeps it and worker processes parse it
     return built.model_copy(update={"source": built.to_toml()})

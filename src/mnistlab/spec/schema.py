@@ -200,12 +200,13 @@ def parse_study(text: str, path: str = "<study>", yes: bool = False) -> Study:
         where = f"{path}:{match.group(1)}" if match else path
         message = re.sub(r"\s*\(at line.*\)", "", str(exc))
         raise StudyError(f"{where}: not valid TOML: {message}") from None
-    return build_study(raw, path, text)
+    return build_study(raw, path, text, yes=yes)
 
 
-def build_study(raw: dict[str, Any], path: str | None = None, source: str | None = None) -> Study:
+def build_study(raw: dict[str, Any], path: str | None = None, source: str | None = None, yes: bool = False) -> Study:
     """A study from the values a TOML file would hold (``model`` a list of tables): the same schema,
-    checks and one-line errors as a file. ``mnistlab.study(...)`` builds its studies here.
+    checks and one-line errors as a file. ``mnistlab.study(...)`` builds its studies here. More than
+    :data:`MAX_RUNS` runs are refused unless ``yes``.
 
     >>> build_study({"name": "s", "model": [{"name": "m", "layers": ["Dense(10, activation='softmax')"]}]})
     """
