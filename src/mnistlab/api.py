@@ -60,11 +60,28 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     """
     if not isinstance(study, Study):
         study = load_study(study)
-    if not isinstance(store, Store):
-        store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
+    store = _open_store(study, store)
     if workers > 1:
         return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
     return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)
+
+
+def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
+         retry_failed: bool = False):
+    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`).
+
+    >>> plan("studies/quick.toml").line()
+    """
+    from .runner.estimate import estimate
+    if not isinstance(study, Study):
+        study = load_study(study)
+    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed)
+
+
+def _open_store(study: Study, store: Store | str | None) -> Store:
+    if isinstance(store, Store):
+        return store
+    return Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
 
 
 def load_model(store: Store, run_id: str):

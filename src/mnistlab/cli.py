@@ -81,11 +81,17 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
                                                                    "vectorised group (default) or one by one."),
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
-                                                                "(each with cores/N threads); 1 trains here.")):
+                                                                "(each with cores/N threads); 1 trains here."),
+        yes: bool = typer.Option(False, "--yes", help="Start even above 10,000 runs or 24 hours of estimated training.")):
     """Train every run of STUDY not done yet, then print the comparison table."""
-    from .api import load_study, run as run_api
+    from .api import load_study, plan as plan_api, run as run_api
     spec = load_study(study)
     db = _store(store, study)
+    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
+    if not quiet:
+        err.print(escape(estimate.line()), highlight=False)
+    if estimate.over_limit() and not yes:
+        raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
     reporter = _reporter(quiet or workers > 1)
     if workers > 1 and not quiet:
         err.print(f"training in {workers} worker processes…", highlight=False)
@@ -176,6 +182,57 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
         print(render(comparison(db, name), fmt))
     else:
         raise CliError(f"--format {fmt!r} is unknown; use text, markdown, csv or json")
+
+
+@app.command()
+def compare(study: str = typer.Argument(..., help="Study file or a study name in the store."),
+            baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Model name or table label "
+                                                   "to compare against [default: the first]."),
+            metric: str = typer.Option("test_accuracy", "--metric", "-m", help="test_accuracy, test_loss, "
+                                       "train_accuracy, train_loss or seconds."),
+            fmt: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
+            store: Optional[str] = StoreOpt):
+    """Which differences are real: each configuration against a baseline, paired by seed, and the factor
+    effects of sweeps (docs/STATISTICS.md)."""
+    from .report.compare import FACTOR_HEADERS, compare as compare_study, factor_cells, headline, render, text_block
+    if fmt not in ("text", "markdown", "json"):
+        raise CliError(f"--format {fmt!r} is unknown; use text, markdown or json")
+    result = compare_study(_store(store, Path(study)), _study_name(study), baseline=baseline, metric=metric)
+    if fmt != "text":
+        print(render(result, fmt))
+        return
+    out.print(escape(headline(result)) + ":", highlight=False, soft_wrap=True)
+    for c in result.comparisons:
+        numbers, verdict = text_block(c)
+        colour = {"better": "green", "worse": "red"}.get(c.verdict, "yellow")
+        out.print(f"\n{escape(numbers)}\n    [bold {colour}]{escape(verdict)}[/bold {colour}]", highlight=False,
+                  soft_wrap=True)
+    for note in [f"{c.label}: {n}" for c in result.comparisons for n in c.notes] + result.notes:
+        out.print(f"\nnote: {escape(note)}", highlight=False, soft_wrap=True)
+    for f in result.factors:
+        factors = Table(*FACTOR_HEADERS, title=f"\nfactor effects of {escape(f.model)} ({f.n} runs)")
+        for term in f.terms:
+            factors.add_row(*(escape(cell) for cell in factor_cells(term)))
+        out.print(factors)
+
+
+@app.command()
+def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
+         group: bool = typer.Option(True, "--group/--no-group", help="Plan same-shape runs as groups (as `run`)."),
+         retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
+    """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
+    from .api import load_study, plan as plan_api
+    from .runner.estimate import duration
+    estimate = plan_api(load_study(study), _store(store, study), group=group, retry_failed=retry_failed)
+    table = Table("group", "runs", "MACs / image", "MACs / run", "time / run", "from", "peak memory",
+                  title=f"plan of {escape(estimate.study)}")
+    for g in estimate.groups:
+        names = ", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else "")
+        table.add_row(escape(names), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
+                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f} MiB")
+    if estimate.groups:
+        out.print(table)
+    out.print(escape(estimate.line()), highlight=False)
 
 
 @app.command()

@@ -30,7 +30,7 @@ from ..spec import RunSpec
 from . import onednn
 from .checkpoint import Checkpoint
 from .fit import (PROGRESS_EVERY, Callbacks, RunResult, _mistakes, confusion, eval_batch,
-                    fill_batches, generators, make_model, widest_layer)
+                    fill_batches, generators, make_model, prediction_arrays, widest_layer)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -352,6 +352,7 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
         r.confusion_train = confusion(data.y_train, train[2][k].argmax(1))
         r.confusion_test = confusion(data.y_test, test[2][k].argmax(1))
         r.mistakes = _mistakes(test[2][k], data.y_test)
+        r.predictions = prediction_arrays(test[2][k], data.y_test)
         r.weights = {n: t.cpu().contiguous() for n, t in group.member_state(k).items()}
         results[spec.id] = r
     return results

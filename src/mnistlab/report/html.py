@@ -22,7 +22,9 @@ import plotly.offline
 
 from ..errors import ReportError
 from ..store import Store
-from . import figures
+from . import differences, figures
+from .assets import CSS, HEAD_JS, TAIL_JS
+from .compare import Result, compare
 from .figures import ImageCache, kernels, slug
 from .table import HIGHER_IS_BETTER, Row, best, comparison
 
@@ -68,6 +70,7 @@ class Study:
     rows: list[Row]
     runs: dict[str, dict[str, Any]]  # run id -> run
     histories: dict[str, list[dict[str, Any]]]
+    differences: Result | None = None  # every configuration against the first, by test accuracy
 
     def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
         runs = [self.runs[i] for i in row.run_ids]
@@ -81,7 +84,8 @@ def load(store: Store, name: str) -> Study:
         raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
-    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+    rows = comparison(store, name)
+    return Study(store, record, rows, runs, store.histories(runs), compare(store, name) if len(rows) > 1 else None)
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
@@ -102,6 +106,7 @@ def write_report(store: Store, study_name: str, target_path: str | Path,
 
 def render(study: Study, page: Page) -> str:
     sections = [("table", "Comparison", table_section(study)),
+                ("differences", "Which differences are real", differences.section(study.differences, page.figure)),
                 ("curves", "Training curves", curves_section(study, page)),
                 ("overlay", "All models", overlay_section(study, page)),
                 ("sweeps", "Sweeps", sweeps_section(study, page)),
@@ -191,19 +196,33 @@ def table_section(study: Study) -> str:
     winners = best(rows)
     has_sweep = any(r.sweep for r in rows)
     heads = ["model", "parameters", "optimizer"] + (["sweep"] if has_sweep else []) \
-        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"]
+        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"] \
+        + (["verdict"] if study.differences else [])
     numeric = {"parameters", "epochs", "seconds", *(label for _, label, _ in METRIC_COLUMNS)}
     head = "".join(f'<th scope="col"{" class=num" if h in numeric else ""} title="click to sort">{h}</th>'
                    for h in heads)
-    body = "\n".join(_table_row(r, winners, has_sweep) for r in rows)
+    verdicts = _verdicts(study.differences)
+    body = "\n".join(_table_row(r, winners, has_sweep, verdicts) for r in rows)
     arrows = ", ".join(f"{label} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m, label, _ in METRIC_COLUMNS)
     return (f'<div class="card"><div class="table-wrap"><table class="sortable" id="comparison">'
             f'<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
             f'<p class="note">Mean ± sample std (n = done runs) over repeats; the best mean per column is '
-            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.</p></div>')
+            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.'
+            + (' The verdict compares each row\'s test accuracy with the first row\'s: '
+               '<a href="#differences">Which differences are real</a>.' if study.differences else '')
+            + '</p></div>')
 
 
-def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
+def _verdicts(result: Result | None) -> dict[str, tuple[str, str]] | None:
+    """Label -> (verdict, its sentence) for the table's verdict column; None without comparisons."""
+    if result is None:
+        return None
+    return {result.baseline: ("baseline", "the baseline of the comparisons")} | {
+        c.label: (c.verdict, c.text) for c in result.comparisons}
+
+
+def _table_row(row: Row, winners: dict[str, str], has_sweep: bool,
+               verdicts: dict[str, tuple[str, str]] | None = None) -> str:
     cells = [_cell(row.model, classes="model"),
              _cell(f"{row.params:,}" if row.params else "—", row.params or "", "num"), _breakable(row.optimizer)]
     if has_sweep:
@@ -215,6 +234,9 @@ def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
     badges = "".join(_badge(s, s if len(row.statuses) == 1 and n == 1 else f"{n} {s}")
                      for s, n in sorted(row.statuses.items()))
     cells.append(f'<td data-sort="{esc(row.status)}">{badges}</td>')
+    if verdicts is not None:
+        verdict, sentence = verdicts.get(row.label, ("", ""))
+        cells.append(f'<td class="verdict" title="{esc(sentence)}">{esc(verdict)}</td>')
     mark = "" if row.status == "done" else ' class="incomplete"'
     return f'<tr{mark} data-label="{esc(row.label)}">{"".join(cells)}</tr>'
 
@@ -356,55 +378,3 @@ def _duration(seconds: float) -> str:
     minutes, sec = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
-
-
-# ---------------------------------------------------------------- page assets (inline: the file works offline)
-CSS = """
-:root{--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#f4f5f7;--accent:#2563eb;--best:#067647}*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:24px}footer{text-align:center;margin-top:24px}a{color:var(--accent);text-decoration:none}
-.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:0 0 16px;box-shadow:0 1px 2px #1018280d}
-h1{font-size:26px;margin:0 0 6px}h2{font-size:19px;margin:30px 0 12px}h3{font-size:15px;margin:0 0 6px}h4{font-size:13px;margin:14px 0 8px}
-.kicker{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}.desc{white-space:pre-line;margin:0 0 12px;max-width:75ch}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 18px;margin:0}dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
-nav.toc ol{margin:4px 0 0;padding-left:22px;columns:2}.table-wrap{overflow-x:auto}
-table.sortable{border-collapse:collapse;width:100%;font-size:12.5px;font-variant-numeric:tabular-nums}
-th,td{padding:6px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}td.model{overflow-wrap:anywhere;min-width:8em}
-th{white-space:nowrap;cursor:pointer;user-select:none;background:#f9fafb}th:hover{background:#eef2f6}
-th[data-dir=asc]::after{content:" ▲"}th[data-dir=desc]::after{content:" ▼"}td.num,th.num{text-align:right}td.num{white-space:nowrap}
-td .spread{display:block;color:var(--muted);font-size:12px}tr.incomplete td{background:#fffcf5}
-td.best,.best-key{font-weight:700;color:var(--best);background:#ecfdf3}
-.badge{display:inline-block;white-space:nowrap;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;margin-right:4px;vertical-align:1px}
-.s-done{background:#ecfdf3;color:#067647}.s-running{background:#eff8ff;color:#175cd3}.s-pending{background:#f2f4f7;color:#475467}
-.s-diverged{background:#fffaeb;color:#b54708}.s-failed{background:#fef3f2;color:#b42318}.plot{width:100%}
-.note{color:var(--muted);font-size:13px;margin:6px 0 0}.mistakes{display:grid;grid-template-columns:repeat(auto-fill,minmax(78px,1fr));gap:10px}
-.mistakes figure{margin:0;text-align:center;font-size:12px}.mistakes figcaption span{color:var(--muted)}
-.mistakes img{width:56px;height:56px;image-rendering:pixelated;border-radius:4px;display:block;margin:0 auto 2px}
-pre{overflow:auto;background:#f9fafb;padding:12px;border-radius:6px;font-size:12px}summary{cursor:pointer;font-weight:600}
-"""
-
-# runs before plotly.js: any error on the page is counted on <html data-errors>, for tests and readers
-HEAD_JS = """
-(function(){var root=document.documentElement,errors=[];
-function note(m){errors.push(String(m));root.setAttribute("data-errors",String(errors.length));
-root.setAttribute("data-error-messages",errors.join(" | ").slice(0,2000));}
-window.addEventListener("error",function(e){note(e.message||"error");});
-window.addEventListener("unhandledrejection",function(e){note(e.reason&&e.reason.message||e.reason);});
-var original=console.error;console.error=function(){note(Array.prototype.join.call(arguments," "));
-return original.apply(console,arguments);};})();
-"""
-
-TAIL_JS = """
-(function(){var root=document.documentElement,plotted=0,divs=document.querySelectorAll("div.plot[data-fig]");
-root.setAttribute("data-figures",String(divs.length));
-divs.forEach(function(div){var spec=JSON.parse(document.getElementById(div.dataset.fig).textContent);
-Plotly.newPlot(div,spec.data,spec.layout,{responsive:true,displaylogo:false}).then(function(){
-plotted+=1;root.setAttribute("data-plotted",String(plotted));});});
-function key(td){var v=td.getAttribute("data-sort");if(v===null)v=td.textContent;if(v==="")return [2,""];
-var n=Number(v);return isNaN(n)?[1,v.toLowerCase()]:[0,n];}
-document.querySelectorAll("table.sortable th").forEach(function(th,col){th.addEventListener("click",function(){
-var body=th.closest("table").tBodies[0],dir=th.getAttribute("data-dir")==="asc"?"desc":"asc",sign=dir==="asc"?1:-1;
-th.parentNode.querySelectorAll("th").forEach(function(h){h.removeAttribute("data-dir");});th.setAttribute("data-dir",dir);
-Array.from(body.rows).sort(function(a,b){var x=key(a.cells[col]),y=key(b.cells[col]);
-if(x[0]!==y[0])return x[0]-y[0];return x[1]<y[1]?-sign:x[1]>y[1]?sign:0;}).forEach(function(r){body.appendChild(r);});});});})();
-"""
