@@ -67,15 +67,16 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
 
 def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
-         retry_failed: bool = False):
-    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`).
+         retry_failed: bool = False, calibrate: bool = True):
+    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`);
+    ``calibrate=False`` times nothing (shapes the store has not measured get 0 seconds).
 
     >>> plan("studies/quick.toml").line()
     """
     from .runner.estimate import estimate
     if not isinstance(study, Study):
         study = load_study(study)
-    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed)
+    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate)
 
 
 def _open_store(study: Study, store: Store | str | None) -> Store:

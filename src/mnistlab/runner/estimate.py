@@ -12,7 +12,7 @@ the group on random data (:func:`mnistlab.engine.cost.calibrate`).
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine import cost
@@ -81,13 +81,15 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     """The cost of ``mnistlab run`` on ``study`` now; ``calibrate=False`` leaves shapes the store has
     not measured at 0 seconds (for tests and dry listings)."""
     specs = expand(study)
-    status = {r["id"]: r["status"] for r in store.runs(ids=[s.id for s in specs], current=False)}
+    status = {}
+    for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
+        status |= {r["id"]: r["status"] for r in store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)}
     again = ("failed", "diverged") if retry_failed else ()
     todo = [s for s in specs if status.get(s.id, "pending") in ("pending", "running", *again)]
     done = sum(status.get(s.id) == "done" for s in specs)
     measured = _measured(store, todo)
-    steps: dict[Any, float] = {}
-    groups = [_group_cost(members, measured, steps, calibrate) for members in group_plan(todo, group)]
+    known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
+    groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
     return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups)
 
 
@@ -111,21 +113,23 @@ def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
     return found
 
 
-def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], steps: dict[Any, float],
+def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], known: dict[Any, GroupCost],
                 calibrate: bool) -> GroupCost:
     spec = members[0]
+    labels = list(dict.fromkeys(s.label for s in members))
+    key = (shape_key(spec), spec.epochs, spec.optimizer.split("(")[0], len(members))
+    if key in known:
+        return replace(known[key], labels=labels)
     seen = measured.get(shape_key(spec))
     if seen:
         per_run, source = statistics.median(seen) * spec.epochs, f"store ({len(seen)} runs)"
     else:
-        key = (shape_key(spec), spec.optimizer.split("(")[0], len(members))
-        if calibrate and key not in steps:
-            steps[key] = cost.calibrate(members)
-        per_run = cost.seconds_per_run(members, steps.get(key, 0.0))
+        step = cost.calibrate(members) if calibrate else 0.0
+        per_run = cost.seconds_per_run(members, step)
         source = f"calibration ({cost.CALIBRATION_STEPS} steps)" if calibrate else "not estimated"
-    labels = list(dict.fromkeys(s.label for s in members))
-    return GroupCost(labels, len(members), cost.macs_per_image(spec), cost.macs_per_run(spec), per_run, source,
-                     cost.peak_bytes(members))
+    known[key] = GroupCost(labels, len(members), cost.macs_per_image(spec), cost.macs_per_run(spec), per_run,
+                           source, cost.peak_bytes(members))
+    return known[key]
 
 
 def duration(seconds: float) -> str:
