@@ -60,7 +60,7 @@ def test_plan_counts_and_groups_as_the_runner(write_study, mnist):
     fresh = plan(study, calibrate=False)
     assert (fresh.total, fresh.done, fresh.to_train, len(fresh.groups)) == (6, 0, 6, 2)
     assert [g.runs for g in fresh.groups] == [len(g) for g in group_plan(expand(study))]
-    assert fresh.groups[0].labels == ["a"] and fresh.groups[0].source == "not estimated"
+    assert fresh.groups[0].labels == ["a"] and fresh.groups[0].source == "—"
     run(study)
     again = plan(study)
     assert (again.done, again.to_train, again.groups) == (6, 0, []) and again.line() == "plan: 6 runs, 6 done, 0 to train"
@@ -68,7 +68,7 @@ def test_plan_counts_and_groups_as_the_runner(write_study, mnist):
     longer = load_study(write_study(text.replace("epochs = 1", "epochs = 4"), name="longer.toml"))
     estimate = plan(longer, Store.for_study(path))
     stored = [r["seconds"] / r["epochs_done"] for r in Store.for_study(path).runs(study="tiny") if r["model"] == "a"]
-    assert estimate.groups[0].source == "store (3 runs)"
+    assert estimate.groups[0].source == "store: 3 runs"
     assert estimate.groups[0].seconds_per_run == pytest.approx(sorted(stored)[1] * 4)
 
 

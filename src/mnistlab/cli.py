@@ -89,7 +89,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     db = _store(store, study)
     estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
     if not quiet:
-        err.print(escape(estimate.line()), highlight=False)
+        err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
         raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
     reporter = _reporter(quiet or workers > 1)
@@ -224,15 +224,15 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
     from .api import load_study, plan as plan_api
     from .runner.estimate import duration
     estimate = plan_api(load_study(study), _store(store, study), group=group, retry_failed=retry_failed)
-    table = Table("group", "runs", "MACs / image", "MACs / run", "time / run", "from", "peak memory",
+    table = Table("group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB",
                   title=f"plan of {escape(estimate.study)}")
     for g in estimate.groups:
         names = ", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else "")
         table.add_row(escape(names), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
-                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f} MiB")
+                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}")
     if estimate.groups:
         out.print(table)
-    out.print(escape(estimate.line()), highlight=False)
+    out.print(escape(estimate.line()), highlight=False, soft_wrap=True)
 
 
 @app.command()

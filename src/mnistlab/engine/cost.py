@@ -83,7 +83,7 @@ def peak_bytes(specs: Sequence[RunSpec]) -> int:
     """Estimated peak memory of training ``specs`` together (one process): the process itself, the
     whole dataset as uint8 while the used images become float32, per member the weights, gradients,
     optimizer state and a batch's activations, the evaluation outputs, and one checkpoint's copy.
-    Within 10% above ru_maxrss for an MLP group and a CNN on MNIST slices (tests/test_plan.py)."""
+    Within about 10% of the measured ru_maxrss for MLP groups and a CNN (docs/STATISTICS.md)."""
     spec, k = specs[0], len(specs)
     model = _meta_model(spec)
     train, test = sizes(spec)

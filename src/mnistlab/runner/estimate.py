@@ -33,7 +33,7 @@ class GroupCost:
     macs_per_image: int
     macs_per_run: int
     seconds_per_run: float
-    source: str  # "store (n runs)" or "calibration (k steps)"
+    source: str  # "store: n runs" (measured seconds), "calibrated" (timed steps) or "—" (not estimated)
     peak_bytes: int
 
 
@@ -122,11 +122,11 @@ def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], know
         return replace(known[key], labels=labels)
     seen = measured.get(shape_key(spec))
     if seen:
-        per_run, source = statistics.median(seen) * spec.epochs, f"store ({len(seen)} runs)"
+        per_run, source = statistics.median(seen) * spec.epochs, f"store: {len(seen)} runs"
     else:
         step = cost.calibrate(members) if calibrate else 0.0
         per_run = cost.seconds_per_run(members, step)
-        source = f"calibration ({cost.CALIBRATION_STEPS} steps)" if calibrate else "not estimated"
+        source = "calibrated" if calibrate else "—"
     known[key] = GroupCost(labels, len(members), cost.macs_per_image(spec), cost.macs_per_run(spec), per_run,
                            source, cost.peak_bytes(members))
     return known[key]
