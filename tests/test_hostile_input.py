@@ -84,7 +84,7 @@ def test_live_progress_shows_labels_with_brackets(monkeypatch, write_study):
     """On a terminal the progress bar's description is markup too; the old code crashed rendering it."""
     from rich.console import Console
 
-    from mnistlab import cli as cli_module
+    from mnistlab import console as cli_module
     console = Console(file=io.StringIO(), force_terminal=True, width=200, record=True)
     monkeypatch.setattr(cli_module, "err", console)
     spec = expand(mnistlab.spec.load_study(hostile_study(write_study)))[0]

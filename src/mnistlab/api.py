@@ -139,8 +139,7 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     """
     if not isinstance(study, Study):
         study = load_study(study, yes=yes)
-    if not isinstance(store, Store):
-        store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
+    store = _open_store(study, store)
     options = replace(options or RunOptions(), **settings)
     if options.workers > 1 and options.executor == "inline":
         options = replace(options, executor="processes")
@@ -153,6 +152,31 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
         if bar is not None:
             bar.close()
     return Results.of(outcome, store, study.name)
+
+
+def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
+         retry_failed: bool = False, calibrate: bool = True):
+    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`);
+    ``calibrate=False`` times nothing (shapes the store has not measured get 0 seconds).
+
+    >>> plan("studies/quick.toml").line()
+    """
+    from .runner.estimate import estimate
+    if not isinstance(study, Study):
+        study = load_study(study)
+    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate)
+
+
+def duration(seconds: float) -> str:
+    """``2 h 5 min``-style text for an estimate (the plan's own wording)."""
+    from .runner.estimate import duration as text
+    return text(seconds)
+
+
+def _open_store(study: Study, store: Store | str | None) -> Store:
+    if isinstance(store, Store):
+        return store
+    return Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
 
 
 def load_model(store: Store, run_id: str):

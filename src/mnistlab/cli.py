@@ -9,21 +9,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich import box
-from rich.cells import cell_len
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .console import err, fitted_table, make_reporter as _reporter, out
 from .errors import MnistlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
 data_app = typer.Typer(no_args_is_help=True, help="Get and inspect datasets.")
 app.add_typer(data_app, name="data")
-out = Console()
-err = Console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [default: mnistlab.db beside the study, "
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
@@ -88,11 +83,17 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
                                                                 "(each with cores/N threads); 1 trains here."),
-        yes: bool = YesOpt):
+        yes: bool = typer.Option(False, "--yes", "-y", help="Start even above 10,000 runs or 24 hours of estimated "
+                                                             "training (refused otherwise).")):
     """Train every run of STUDY not done yet, then print the comparison table."""
-    from .api import EngineOptions, RunOptions, load_study, run as run_api
+    from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
     db = _store(store, study)
+    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
+    if not quiet:
+        err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
+    if estimate.over_limit() and not yes:
+        raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
     reporter = _reporter(quiet or workers > 1)
     if workers > 1 and not quiet:
         err.print(f"training in {workers} worker processes…", highlight=False)
@@ -189,6 +190,57 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
 
 
 @app.command()
+def compare(study: str = typer.Argument(..., help="Study file or a study name in the store."),
+            baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Model name or table label "
+                                                   "to compare against [default: the first]."),
+            metric: str = typer.Option("test_accuracy", "--metric", "-m", help="test_accuracy, test_loss, "
+                                       "train_accuracy, train_loss or seconds."),
+            fmt: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
+            store: Optional[str] = StoreOpt):
+    """Which differences are real: each configuration against a baseline, paired by seed, and the factor
+    effects of sweeps (docs/STATISTICS.md)."""
+    from .report.compare import FACTOR_HEADERS, compare as compare_study, factor_cells, headline, render, text_block
+    if fmt not in ("text", "markdown", "json"):
+        raise CliError(f"--format {fmt!r} is unknown; use text, markdown or json")
+    result = compare_study(_store(store, Path(study)), _study_name(study), baseline=baseline, metric=metric)
+    if fmt != "text":
+        print(render(result, fmt))
+        return
+    out.print(escape(headline(result)) + ":", highlight=False, soft_wrap=True)
+    for c in result.comparisons:
+        numbers, verdict = text_block(c)
+        colour = {"better": "green", "worse": "red"}.get(c.verdict, "yellow")
+        out.print(f"\n{escape(numbers)}\n    [bold {colour}]{escape(verdict)}[/bold {colour}]", highlight=False,
+                  soft_wrap=True)
+    for note in [f"{c.label}: {n}" for c in result.comparisons for n in c.notes] + result.notes:
+        out.print(f"\nnote: {escape(note)}", highlight=False, soft_wrap=True)
+    for f in result.factors:
+        factors = Table(*FACTOR_HEADERS, title=f"\nfactor effects of {escape(f.model)} ({f.n} runs)")
+        for term in f.terms:
+            factors.add_row(*(escape(cell) for cell in factor_cells(term)))
+        out.print(factors)
+
+
+@app.command()
+def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
+         group: bool = typer.Option(True, "--group/--no-group", help="Plan same-shape runs as groups (as `run`)."),
+         retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
+    """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
+    from .api import load_study, plan as plan_api
+    from .api import duration
+    estimate = plan_api(load_study(study), _store(store, study), group=group, retry_failed=retry_failed)
+    table = Table("group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB",
+                  title=f"plan of {escape(estimate.study)}")
+    for g in estimate.groups:
+        names = ", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else "")
+        table.add_row(escape(names), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
+                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}")
+    if estimate.groups:
+        out.print(table)
+    out.print(escape(estimate.line()), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def report(study: str = typer.Argument(..., help="Study file or a study name in the store."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file [default: STUDY-report.html]"),
            png: Optional[Path] = typer.Option(None, "--png", help="Also write each figure as a PNG into this folder."),
@@ -259,119 +311,6 @@ def _print_table(db, study: str) -> None:
                 cells[col] = f"[bold green]{cells[col]}[/bold green]"
         table.add_row(*cells)
     out.print(table)
-
-
-LABEL_MIN = 16  # columns the first cell (model [grid point]) keeps before the numbers give up theirs
-
-
-def fitted_table(headers: list[str], texts: list[list[str]], width: int, **options) -> Table:
-    """A rich table that fits ``width`` columns (a narrow terminal, or 80 when piped): the first column
-    folds onto more lines instead of being cut to `mnist_…`; the others give up width in steps (headers
-    on two lines, then numbers wrapped at their spaces) and never cut a number; where the first column
-    would still get less than ``LABEL_MIN``, the borders go, then headers fold too. The caller adds the
-    rows (``texts``, plain text, for measuring).
-    """
-    columns = [[head, *(row[i] for row in texts)] for i, head in enumerate(headers)]
-    cells = [[cell_len(t) for t in col[1:]] for col in columns]
-    words = [[cell_len(w) for t in col[1:] for w in t.split()] for col in columns]
-    head_words = [max(map(cell_len, col[0].split())) for col in columns]
-    steps = [[max(c + [cell_len(col[0])]) for c, col in zip(cells, columns)],  # every cell on one line
-             [max(c + [h]) for c, h in zip(cells, head_words)],  # headers on two lines
-             [max(w + [h]) for w, h in zip(words, head_words)],  # numbers wrapped at spaces
-             [max(w + [1]) for w in words]]  # headers folded too (no borders only)
-    label = min(steps[0][0], LABEL_MIN)
-    for boxed, overhead in ((True, 3 * len(columns) + 1), (False, len(columns) - 1)):  # borders, padding
-        room = width - overhead
-        numbers = steps[0][1:]
-        for floors in steps[1:3]:
-            numbers = _shrink(numbers, floors[1:], room - label)
-        if room - sum(numbers) >= label or not boxed:
-            break
-    if not boxed:
-        numbers = _shrink(numbers, steps[3][1:], room - label)
-    table = Table(**({} if boxed else {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": 0}), **options)
-    fits = sum(steps[0]) <= room
-    for i, head in enumerate(headers):
-        fixed = None if fits else (max(room - sum(numbers), 1) if i == 0 else numbers[i - 1])
-        table.add_column(head, overflow="fold", no_wrap=False, width=fixed)
-    return table
-
-
-def _shrink(widths: list[int], floors: list[int], budget: int) -> list[int]:
-    """Narrow the columns with the most room above their longest word, a character at a time, to ``budget``."""
-    widths = list(widths)
-    while sum(widths) > budget:
-        slack = [w - f for w, f in zip(widths, floors)]
-        i = max(range(len(widths)), key=slack.__getitem__)
-        if slack[i] <= 0:
-            break
-        widths[i] -= 1
-    return widths
-
-
-class _Reporter:
-    """Rich progress: one bar for the study, one for the current run; plain lines off a terminal."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.live = quiet, (not quiet and err.is_terminal)
-        self.progress = None
-        self.spec = None
-        if self.live:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=err, transient=False)
-            self.progress.start()
-
-    def study_started(self, total: int, done: int) -> None:
-        if self.progress:
-            self.study = self.progress.add_task("runs", total=total, completed=done, info="")
-            self.run = self.progress.add_task("run", total=1, info="", visible=False)
-        elif not self.quiet:
-            err.print(f"{total} runs, {done} done already", highlight=False)
-
-    def run_started(self, specs, resumed_from: int) -> None:
-        self.specs, self.spec = specs, specs[0]
-        label = self.spec.label + (f" r{self.spec.repeat}" if len(specs) == 1 else f" +{len(specs) - 1} grouped")
-        self.label = label
-        note = f" (resuming after epoch {resumed_from})" if resumed_from else ""
-        if self.progress:
-            self.progress.update(self.run, description=f"{escape(label)} epoch {resumed_from + 1}/{self.spec.epochs}",
-                                 completed=0, total=1, info="", visible=True)
-        elif not self.quiet:
-            ids = ", ".join(s.id[:8] for s in specs)
-            err.print(f"{'group' if len(specs) > 1 else 'run'} {ids}: {label}{note}", highlight=False, markup=False)
-
-    def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None:
-        if self.progress:
-            self.progress.update(self.run, completed=batch, total=batches, info=f"loss {loss:.4f} acc {accuracy:.4f}")
-
-    def epoch(self, spec, row) -> None:
-        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if "val_loss" in row else ""
-        line = (f"{spec.label} r{spec.repeat} epoch {row['epoch']}/{spec.epochs} loss {row['loss']:.4f} "
-                f"acc {row['accuracy']:.4f}{val} {row['seconds']:.1f}s")
-        if self.progress:
-            self.progress.console.print(f"  {escape(line)}", highlight=False)
-            if spec is self.specs[-1] and row["epoch"] < spec.epochs:
-                self.progress.update(self.run, description=f"{escape(self.label)} epoch {row['epoch'] + 1}/{spec.epochs}")
-        elif not self.quiet:
-            err.print(f"  {line}", highlight=False, markup=False)
-
-    def run_finished(self, spec, status: str, detail: str) -> None:
-        colour = {"done": "green", "diverged": "yellow"}.get(status, "red")
-        if self.progress:
-            self.progress.advance(self.study)
-            self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(spec.label)}: {escape(detail)}",
-                                        highlight=False)
-        elif not self.quiet:
-            err.print(f"{status} {spec.label}: {detail}", highlight=False, markup=False)
-
-    def close(self) -> None:
-        if self.progress:
-            self.progress.stop()
-
-
-def _reporter(quiet: bool) -> _Reporter:
-    return _Reporter(quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +63,9 @@ class RunResult:
     confusion_train: list[list[int]] = field(default_factory=list)  # [true][predicted]
     confusion_test: list[list[int]] = field(default_factory=list)
     mistakes: list[dict[str, float]] = field(default_factory=list)  # test images it gets wrong
+    # split -> predicted class per image, uint8, and "<split>_labels" -> the true classes: paired
+    # comparisons (McNemar) on the shared test set from the store, with no retraining and no dataset
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final state_dict, by layer name
     error: str | None = None
     engine: dict[str, Any] = field(default_factory=dict)  # the EngineOptions used, resolved (options.record())
@@ -235,6 +239,12 @@ def confusion(y: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> li
     return counts.reshape(classes, classes).tolist()
 
 
+def prediction_arrays(test_logits: torch.Tensor, y_test: torch.Tensor) -> dict[str, np.ndarray]:
+    """``{"test": predicted class per image, "test_labels": true class}``, uint8 (10 classes), on the CPU."""
+    as_uint8 = lambda t: t.to(torch.uint8).cpu().numpy()  # noqa: E731
+    return {"test": as_uint8(test_logits.argmax(1)), "test_labels": as_uint8(y_test)}
+
+
 def _mistakes(logits: torch.Tensor, y: torch.Tensor, limit: int = 100) -> list[dict[str, float]]:
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
@@ -255,6 +265,7 @@ def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dic
     result.confusion_train = confusion(data.y_train, train_logits.argmax(1))
     result.confusion_test = confusion(data.y_test, test_logits.argmax(1))
     result.mistakes = _mistakes(test_logits, data.y_test)
+    result.predictions = prediction_arrays(test_logits, data.y_test)
     result.weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return result
 

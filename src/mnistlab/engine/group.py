@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
@@ -28,10 +29,11 @@ from .layers import Dropout, Flatten, GaussianNoise, Sequential, build_model, in
 from .optim import optimizer_defaults
 from .options import EngineOptions
 from ..spec import RunSpec
+from ..spec.calls import parse_call
 from . import onednn
 from .checkpoint import Checkpoint
 from .fit import (PROGRESS_EVERY, Callbacks, RunResult, _mistakes, confusion, eval_batch,
-                    fill_batches, generators, make_model, widest_layer)
+                    fill_batches, generators, make_model, prediction_arrays, widest_layer)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -43,8 +45,21 @@ def group_key(spec: RunSpec) -> tuple | None:
     options = optimizer_defaults(spec.optimizer_call())
     if options["name"] not in OPTIMIZERS or options.get("amsgrad"):
         return None
+    layout = _layout(spec.layers)
+    if layout is None:
+        return None
+    hyper = tuple(sorted((k, v) for k, v in options.items() if k not in ("learning_rate", "name")))
+    return (layout[0], options["name"], hyper, spec.dataset, spec.epochs, spec.batch_size,
+            spec.train_size, spec.test_size, spec.validation, spec.loss, layout[1])
+
+
+@lru_cache(maxsize=4096)  # by layer texts: a sweep of 10,000 runs has a few architectures (plan, estimate)
+def _layout(layers: tuple[str, ...]) -> tuple[tuple, str] | None:
+    """(the stacked layers' kinds and shapes, the output activation); None when they cannot stack."""
     try:
-        model = _meta_model(spec)
+        with torch.device("meta"):
+            calls = tuple(parse_call(text) for text in layers)
+            model = build_model(calls, input_shape(calls))
     except (LayerError, CallSyntaxError):  # a bad study is check_study's to report; a bug is raised
         return None
     layout = []
@@ -59,9 +74,7 @@ def group_key(spec: RunSpec) -> tuple | None:
             layout.append((type(module).__name__, repr(module)))
         else:
             return None
-    hyper = tuple(sorted((k, v) for k, v in options.items() if k not in ("learning_rate", "name")))
-    return (tuple(layout), options["name"], hyper, spec.dataset, spec.epochs, spec.batch_size,
-            spec.train_size, spec.test_size, spec.validation, spec.loss, model.output_activation)
+    return tuple(layout), model.output_activation
 
 
 def _meta_model(spec: RunSpec) -> Sequential:
@@ -357,6 +370,7 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
         r.confusion_train = confusion(data.y_train, train[2][k].argmax(1))
         r.confusion_test = confusion(data.y_test, test[2][k].argmax(1))
         r.mistakes = _mistakes(test[2][k], data.y_test)
+        r.predictions = prediction_arrays(test[2][k], data.y_test)
         r.weights = {n: t.cpu().contiguous() for n, t in group.member_state(k).items()}
         results[spec.id] = r
     return results

@@ -22,8 +22,9 @@ import plotly.offline
 
 from ..errors import ReportError
 from ..store import Store
-from . import figures
+from . import differences, figures
 from .assets import CSS, HEAD_JS, TAIL_JS
+from .compare import Result, compare
 from .figures import ImageCache, kernels, slug
 from .table import HIGHER_IS_BETTER, Row, best, comparison
 
@@ -70,6 +71,7 @@ class Study:
     rows: list[Row]
     runs: dict[str, dict[str, Any]]  # run id -> run
     histories: dict[str, list[dict[str, Any]]]
+    differences: Result | None = None  # every configuration against the first, by test accuracy
 
     def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
         runs = [self.runs[i] for i in row.run_ids]
@@ -83,7 +85,8 @@ def load(store: Store, name: str) -> Study:
         raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
-    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+    rows = comparison(store, name)
+    return Study(store, record, rows, runs, store.histories(runs), compare(store, name) if len(rows) > 1 else None)
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
@@ -104,6 +107,7 @@ def write_report(store: Store, study_name: str, target_path: str | Path,
 
 def render(study: Study, page: Page) -> str:
     sections = [("table", "Comparison", table_section(study)),
+                ("differences", "Which differences are real", differences.section(study.differences, page.figure)),
                 ("curves", "Training curves", curves_section(study, page)),
                 ("overlay", "All models", overlay_section(study, page)),
                 ("sweeps", "Sweeps", sweeps_section(study, page)),
@@ -193,21 +197,35 @@ def table_section(study: Study) -> str:
     winners = best(rows)
     has_sweep = any(r.sweep for r in rows)
     heads = ["model", "parameters", "optimizer"] + (["sweep"] if has_sweep else []) \
-        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"]
+        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"] \
+        + (["verdict"] if study.differences else [])
     numeric = {"parameters", "epochs", "seconds", *(label for _, label, _ in METRIC_COLUMNS)}
     head = "".join(f'<th scope="col"{" class=num" if h in numeric else ""} title="click to sort">{h}</th>'
                    for h in heads)
-    body = "\n".join(_table_row(r, winners, has_sweep) for r in rows)
+    verdicts = _verdicts(study.differences)
+    body = "\n".join(_table_row(r, winners, has_sweep, verdicts) for r in rows)
     arrows = ", ".join(f"{label} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m, label, _ in METRIC_COLUMNS)
     return (f'<div class="card"><div class="table-wrap"><table class="sortable" id="comparison">'
             f'<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
             f'<p class="note">Train loss and acc are the last epoch\'s, as Keras reports them (training mode, '
             f'a running mean over the epoch); the eval pass is the trained model evaluated on the training set. '
             f'Mean ± sample std (n = done runs) over repeats; the best mean per column is '
-            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.</p></div>')
+            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.'
+            + (' The verdict compares each row\'s test accuracy with the first row\'s: '
+               '<a href="#differences">Which differences are real</a>.' if study.differences else '')
+            + '</p></div>')
 
 
-def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
+def _verdicts(result: Result | None) -> dict[str, tuple[str, str]] | None:
+    """Label -> (verdict, its sentence) for the table's verdict column; None without comparisons."""
+    if result is None:
+        return None
+    return {result.baseline: ("baseline", "the baseline of the comparisons")} | {
+        c.label: (c.verdict, c.text) for c in result.comparisons}
+
+
+def _table_row(row: Row, winners: dict[str, str], has_sweep: bool,
+               verdicts: dict[str, tuple[str, str]] | None = None) -> str:
     cells = [_cell(row.model, classes="model"),
              _cell(f"{row.params:,}" if row.params else "—", row.params or "", "num"), _breakable(row.optimizer)]
     if has_sweep:
@@ -219,6 +237,9 @@ def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
     badges = "".join(_badge(s, s if len(row.statuses) == 1 and n == 1 else f"{n} {s}")
                      for s, n in sorted(row.statuses.items()))
     cells.append(f'<td data-sort="{esc(row.status)}">{badges}</td>')
+    if verdicts is not None:
+        verdict, sentence = verdicts.get(row.label, ("", ""))
+        cells.append(f'<td class="verdict" title="{esc(sentence)}">{esc(verdict)}</td>')
     mark = "" if row.status == "done" else ' class="incomplete"'
     return f'<tr{mark} data-label="{esc(row.label)}">{"".join(cells)}</tr>'
 
@@ -360,6 +381,3 @@ def _duration(seconds: float) -> str:
     minutes, sec = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
-
-
-# ---------------------------------------------------------------- page assets (inline: the file works offline)

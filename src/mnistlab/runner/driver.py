@@ -193,6 +193,8 @@ def save_result(store: Store, result: RunResult) -> None:
         store.save_json(run_id, "confusion_train", result.confusion_train)
         store.save_json(run_id, "confusion_test", result.confusion_test)
         store.save_json(run_id, "mistakes", result.mistakes)
+        if result.predictions:  # the artifacts table, no schema change: a few KiB a run
+            store.save_arrays(run_id, "predictions", result.predictions)
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
                  seconds=result.seconds, error=result.error, environment=environment(result.engine))
     store.drop_artifact(run_id, "checkpoint")
