@@ -70,26 +70,28 @@ class Study:
     rows: list[Row]
     runs: dict[str, dict[str, Any]]  # run id -> run
     histories: dict[str, list[dict[str, Any]]]
+    classes: dict[str, list[str]] = field(default_factory=dict)  # dataset -> class names (api.class_names())
 
     def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
         runs = [self.runs[i] for i in row.run_ids]
         return [r for r in runs if r["status"] == "done"] if done_only else runs
 
 
-def load(store: Store, name: str) -> Study:
+def load(store: Store, name: str, classes: dict[str, list[str]] | None = None) -> Study:
     record = store.study(name)
     if record is None:
         known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
         raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
-    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+    return Study(store, record, comparison(store, name), runs, store.histories(runs), dict(classes or {}))
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
-                 png_dir: str | Path | None = None) -> Path:
-    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``)."""
-    study = load(store, study_name)
+                 png_dir: str | Path | None = None, classes: dict[str, list[str]] | None = None) -> Path:
+    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``);
+    ``classes``: each dataset's class names (``mnistlab.api.class_names()``), else labels as numbers."""
+    study = load(store, study_name, classes)
     if png_dir is not None and not figures.kaleido_installed():
         raise ReportError(f"--png needs kaleido: {PNG_HINT}")
     page = Page()
@@ -309,7 +311,8 @@ def confusion_section(study: Study, page: Page) -> str:
             continue
         n = max(train[1], test[1])
         counted = f"summed over {n} done runs" if n > 1 else "of one run"
-        fig = figures.confusion(esc(row.label), train[0], test[0])
+        classes = study.classes.get(done[0]["spec"]["dataset"]) if done else None
+        fig = figures.confusion(esc(row.label), train[0], test[0], classes)
         cards.append(f'<div class="card">{page.figure(f"confusion-{slug(row.label)}", fig)}'
                      f'<p class="note">Counts {counted}, each row divided by its total.</p>'
                      f'{_mistakes(study, done, images)}</div>')
@@ -322,7 +325,8 @@ def _mistakes(study: Study, done: list[dict[str, Any]], images: ImageCache) -> s
         mistakes = study.store.load_json(run["id"], "mistakes")
         if mistakes:
             dataset = run["spec"]["dataset"]
-            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset))
+            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset),
+                                         study.classes.get(dataset))
     return ""
 
 
