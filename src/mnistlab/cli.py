@@ -234,11 +234,12 @@ def data_fetch(name: Optional[str] = typer.Argument(None, help="mnist (default) 
 def data_info(name: Optional[str] = typer.Argument(None, help="One dataset [default: every one]."),
               dataset: Optional[str] = typer.Option(None, "--dataset", help="The same as NAME.")):
     """Where each dataset is cached, its shapes, class names and counts, and its sources."""
-    from .api import data_info, dataset_names
+    from .api import class_names, data_info, dataset_names
     for i, each in enumerate([name or dataset] if name or dataset else dataset_names()):
         if i:
             out.print()
-        for key, value in data_info(each).items():
+        info = data_info(each)
+        for key, value in {**info, "classes": ", ".join(class_names().get(info["name"], []))}.items():
             out.print(f"{key}: {escape(str(value))}", highlight=False)
 
 

@@ -268,7 +268,7 @@ def info(name: str = "mnist") -> dict[str, Any]:
     """
     ds, path = dataset(name), cache_path(name)
     out: dict[str, Any] = {"name": name, "path": str(path), "cached": path.exists(),
-                           "classes": list(ds.classes), "sources": [s.name for s in ds.sources]}
+                           "sources": [s.name for s in ds.sources]}
     if not path.exists():
         return out
     sidecar = path.with_suffix(".json")
