@@ -252,3 +252,19 @@ def test_errors_name_the_layer(layers, index, message):
         model(*layers, shape=(784,) if "input_shape" in layers[0] else None)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert info.value.index == index
+
+
+def test_study_error_names_file_model_and_layer(write_study):
+    import mnistlab
+    from mnistlab.errors import StudyError
+    path = write_study('''\
+        name = "s"
+        [[model]]
+        name = "cnn"
+        layers = ["Conv2D(8, 3)", "Flatten()", "RandomRotation(0.1)", "Dense(10, activation='softmax')"]
+        ''')
+    with pytest.raises(StudyError) as info:
+        mnistlab.load_study(path)
+    assert str(info.value) == (f"{path}:4: model 'cnn': layer 3 'RandomRotation(0.1)': RandomRotation needs an image "
+                               "input (H, W, C) but gets (None, 5408) after flatten_1; put RandomRotation layers "
+                               "before Flatten")

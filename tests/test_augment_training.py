@@ -51,6 +51,13 @@ def test_a_study_with_each_layer_parses_and_trains(write_study, mnist):
         ''' + textwrap.dedent(models))
     outcome = mnistlab.run(path)
     assert len(outcome.trained) == len(EACH) and not outcome.failed and not outcome.diverged
+    # the adapted statistics travel with the stored weights: predict and export rebuild them
+    from mnistlab.api import load_model
+    store = mnistlab.Store.for_study(path)
+    run = next(r for r in store.runs(study="each-layer") if r["spec"]["layers"][0] == "Normalization()")
+    model, _ = load_model(store, run["id"])
+    images = load_tensors("mnist", image=True, train_size=256, test_size=1).x_train.double()
+    assert model.normalization_1.mean.item() == pytest.approx(images.mean().item(), rel=1e-6)
 
 
 def test_augmented_cnn_learns_and_is_reproducible(mnist):

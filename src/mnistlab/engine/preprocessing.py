@@ -137,7 +137,9 @@ def random_flip(c, mode="horizontal_and_vertical", seed=None):
 
 
 def random_contrast(c, factor, value_range=(0, 255), seed=None):
-    """Contrast f in [1 - lower, 1 + upper]: a number means lower = upper = factor, as Keras documents."""
+    """Contrast f in [1 - lower, 1 + upper]: a number means lower = upper = factor, as Keras documents
+    (Keras 3.x's code draws from [1, 1 + factor] for a number; write (0, f) for that). Pixels arrive
+    here in [0, 1]: value_range=(0, 1) clips there, Keras' default (0, 255) hardly clips."""
     c.image()
     if isinstance(factor, (tuple, list)):
         lower, upper = _range(c, factor, "factor", 0.0, 1.0)
