@@ -121,6 +121,18 @@ def data_info(name: str = "mnist") -> dict:
     return data.info(name)
 
 
+def dataset_names() -> list[str]:
+    """The registered datasets: ``['mnist', 'fashion_mnist']``."""
+    from . import data
+    return data.DATASETS.names()
+
+
+def class_names() -> dict[str, list[str]]:
+    """Each dataset's class names by label, for reports: ``class_names()['fashion_mnist'][9] == 'Ankle boot'``."""
+    from . import data
+    return {name: list(data.DATASETS[name].classes) for name in data.DATASETS.names()}
+
+
 def run(study: Study | str | Path, store: Store | str | None = None, reporter: Reporter | None = None,
         options: RunOptions | None = None, engine: EngineOptions | None = None, yes: bool = False,
         progress: bool | None = None, **settings) -> Results:

@@ -246,11 +246,12 @@ def report(study: str = typer.Argument(..., help="Study file or a study name in 
            png: Optional[Path] = typer.Option(None, "--png", help="Also write each figure as a PNG into this folder."),
            store: Optional[str] = StoreOpt):
     """Write a self-contained HTML report of STUDY (works offline), optionally PNG figures."""
+    from .api import class_names
     from .report.html import write_report
     db = _store(store, Path(study))
     name = _study_name(study)
     target = output or Path(f"{Path(study).stem if study.endswith('.toml') else name}-report.html")
-    path = write_report(db, name, target, png_dir=png)
+    path = write_report(db, name, target, png_dir=png, classes=class_names())
     out.print(f"report: {path}", highlight=False, markup=False)
 
 
@@ -282,20 +283,30 @@ def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous pref
 
 
 @data_app.command("fetch")
-def data_fetch(name: str = typer.Argument("mnist"), force: bool = typer.Option(False, "--force")):
+def data_fetch(name: Optional[str] = typer.Argument(None, help="mnist (default) or fashion_mnist."),
+               dataset: Optional[str] = typer.Option(None, "--dataset", help="The same as NAME."),
+               force: bool = typer.Option(False, "--force")):
     """Download (or unpack the offline copy of) a dataset into the cache, checking its SHA-256."""
     from .api import fetch_data
+    if name and dataset and name != dataset:
+        raise CliError(f"two datasets named: {name!r} and --dataset {dataset!r}; give one")
+    name = name or dataset or "mnist"
     started = time.perf_counter()
     path = fetch_data(name, force=force)
-    out.print(f"{name}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False, markup=False)
+    out.print(f"{escape(name)}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False)
 
 
 @data_app.command("info")
-def data_info(name: str = typer.Argument("mnist")):
-    """Where a dataset is cached, its shapes, class counts and source."""
-    from .api import data_info
-    for key, value in data_info(name).items():
-        out.print(f"{key}: {value}", highlight=False, markup=False)
+def data_info(name: Optional[str] = typer.Argument(None, help="One dataset [default: every one]."),
+              dataset: Optional[str] = typer.Option(None, "--dataset", help="The same as NAME.")):
+    """Where each dataset is cached, its shapes, class names and counts, and its sources."""
+    from .api import class_names, data_info, dataset_names
+    for i, each in enumerate([name or dataset] if name or dataset else dataset_names()):
+        if i:
+            out.print()
+        info = data_info(each)
+        for key, value in {**info, "classes": ", ".join(class_names().get(info["name"], []))}.items():
+            out.print(f"{key}: {escape(str(value))}", highlight=False)
 
 
 def _print_table(db, study: str) -> None:

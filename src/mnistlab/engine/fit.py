@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fast
+from .augment import adapt
 from .checkpoint import Checkpoint, capture
 from .losses import check_output, parse_loss
 from .onednn import Linear
@@ -81,10 +82,12 @@ class Diverged(Exception):
 
 
 def make_model(spec: RunSpec, data: TrainData, options: EngineOptions | None = None) -> Sequential:
-    """The run's model, initialized from its seed, its loss checked against its last layer."""
+    """The run's model, initialized from its seed, its loss checked against its last layer, and any
+    ``Normalization()`` adapted to the images it trains on (``data.x_train``)."""
     torch.manual_seed(spec.seed)  # initializers draw from the global generator
     calls = spec.layer_calls()
     model = build_model(calls, tuple(data.x_train.shape[1:])).to(data.x_train.device)
+    adapt(model, data.x_train)
     check_output(parse_loss(spec.loss), model.output_activation, len(calls) - 1, spec.loss)
     return configure(model, options or EngineOptions())
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..data import TrainData
 from ..errors import CallSyntaxError, LayerError
+from .augment import PREPROCESSING
 from .layers import Dropout, Flatten, GaussianNoise, Sequential, build_model, input_shape
 from .optim import optimizer_defaults
 from .options import EngineOptions
@@ -64,6 +65,8 @@ def _layout(layers: tuple[str, ...]) -> tuple[tuple, str] | None:
         return None
     layout = []
     for name, module in model.named_children():
+        if isinstance(module, PREPROCESSING):  # augmentation draws per image; not stacked (yet): trains alone
+            return None
         if isinstance(module, nn.Linear):
             layout.append(("linear", tuple(module.weight.shape), module.bias is not None))
         elif isinstance(module, nn.BatchNorm1d):

@@ -138,15 +138,16 @@ def normalise_rows(matrix: Sequence[Sequence[float]]) -> list[list[float]]:
 
 
 def confusion(title: str, train: Sequence[Sequence[int]] | None,
-              test: Sequence[Sequence[int]] | None) -> go.Figure:
-    """Train and test confusion matrices side by side, row-normalised, values written in the cells."""
+              test: Sequence[Sequence[int]] | None, classes: Sequence[str] | None = None) -> go.Figure:
+    """Train and test confusion matrices side by side, row-normalised, values written in the cells;
+    axes labelled with the dataset's ``classes`` (default: the labels 0, 1, ...)."""
     parts = [(name, m) for name, m in (("train", train), ("test", test)) if m is not None]
     fig = _figure(1, len(parts), [name for name, _ in parts], horizontal_spacing=0.12)
     for col, (name, matrix) in enumerate(parts, start=1):
         z = normalise_rows(matrix)
-        classes = [str(i) for i in range(len(z))]
+        names = class_labels(classes, len(z))
         text = [[f"{v:.2f}" if v >= 0.005 else "" for v in row] for row in z]  # no wall of 0.00
-        trace = go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+        trace = go.Heatmap(z=z, x=names, y=names, text=text, texttemplate="%{text}",
                            coloraxis="coloraxis", name=name, customdata=[list(r) for r in matrix],
                            hovertemplate="true %{y}, predicted %{x}: %{z:.4f} (%{customdata} images)"
                                          "<extra></extra>")
@@ -243,19 +244,28 @@ class ImageCache:
         return self.loaded[dataset]
 
 
-def mistakes_grid(mistakes: list[dict[str, Any]], x_test: np.ndarray | None, path: Path) -> str:
-    """HTML: the first misclassified test images as inline PNGs, true → predicted and confidence."""
+def class_labels(classes: Sequence[str] | None, n: int) -> list[str]:
+    """The names of labels 0..n-1, escaped (a plot and the HTML render them): the dataset's, else the numbers."""
+    return [html.escape(str(classes[i])) if classes is not None and i < len(classes) else str(i) for i in range(n)]
+
+
+def mistakes_grid(mistakes: list[dict[str, Any]], x_test: np.ndarray | None, path: Path,
+                  classes: Sequence[str] | None = None) -> str:
+    """HTML: the first misclassified test images as inline PNGs, true → predicted (class names where
+    ``classes`` gives them) and confidence."""
     shown = mistakes[:MISTAKES_SHOWN]
     title = f"<h4>First {len(shown)} of {len(mistakes)} misclassified test images (true → predicted, confidence)</h4>"
     if x_test is None:
         return (f'{title}<p class="note missing-images">test images not available ({html.escape(str(path))} '
-                "not found; `mnistlab data fetch` caches them)</p>")
-    cells = []
+                f"not found; `mnistlab data fetch {html.escape(path.stem)}` caches them)</p>")
+    cells, names = [], class_labels(classes, len(classes) if classes else 10)
     for m in shown:
         index = int(m["index"])
         picture = (f'<img alt="test image {index}" src="data:image/png;base64,'
                    f'{base64.b64encode(png_bytes(x_test[index])).decode()}">') if 0 <= index < len(x_test) else "?"
-        cells.append(f'<figure>{picture}<figcaption>{int(m["true"])} → {int(m["predicted"])} '
+        true, predicted = (names[int(m[k])] if 0 <= int(m[k]) < len(names) else str(int(m[k]))
+                           for k in ("true", "predicted"))
+        cells.append(f'<figure>{picture}<figcaption>{true} → {predicted} '
                      f'<span>{float(m["confidence"]):.0%}</span></figcaption></figure>')
     return f'{title}<div class="mistakes">{"".join(cells)}</div>'
 

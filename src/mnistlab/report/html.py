@@ -72,13 +72,14 @@ class Study:
     runs: dict[str, dict[str, Any]]  # run id -> run
     histories: dict[str, list[dict[str, Any]]]
     differences: Result | None = None  # every configuration against the first, by test accuracy
+    classes: dict[str, list[str]] = field(default_factory=dict)  # dataset -> class names (api.class_names())
 
     def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
         runs = [self.runs[i] for i in row.run_ids]
         return [r for r in runs if r["status"] == "done"] if done_only else runs
 
 
-def load(store: Store, name: str) -> Study:
+def load(store: Store, name: str, classes: dict[str, list[str]] | None = None) -> Study:
     record = store.study(name)
     if record is None:
         known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
@@ -86,13 +87,15 @@ def load(store: Store, name: str) -> Study:
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
     rows = comparison(store, name)
-    return Study(store, record, rows, runs, store.histories(runs), compare(store, name) if len(rows) > 1 else None)
+    return Study(store, record, rows, runs, store.histories(runs), compare(store, name) if len(rows) > 1 else None,
+                 dict(classes or {}))
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
-                 png_dir: str | Path | None = None) -> Path:
-    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``)."""
-    study = load(store, study_name)
+                 png_dir: str | Path | None = None, classes: dict[str, list[str]] | None = None) -> Path:
+    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``);
+    ``classes``: each dataset's class names (``mnistlab.api.class_names()``), else labels as numbers."""
+    study = load(store, study_name, classes)
     if png_dir is not None and not figures.kaleido_installed():
         raise ReportError(f"--png needs kaleido: {PNG_HINT}")
     page = Page()
@@ -330,7 +333,8 @@ def confusion_section(study: Study, page: Page) -> str:
             continue
         n = max(train[1], test[1])
         counted = f"summed over {n} done runs" if n > 1 else "of one run"
-        fig = figures.confusion(esc(row.label), train[0], test[0])
+        classes = study.classes.get(done[0]["spec"]["dataset"]) if done else None
+        fig = figures.confusion(esc(row.label), train[0], test[0], classes)
         cards.append(f'<div class="card">{page.figure(f"confusion-{slug(row.label)}", fig)}'
                      f'<p class="note">Counts {counted}, each row divided by its total.</p>'
                      f'{_mistakes(study, done, images)}</div>')
@@ -343,7 +347,8 @@ def _mistakes(study: Study, done: list[dict[str, Any]], images: ImageCache) -> s
         mistakes = study.store.load_json(run["id"], "mistakes")
         if mistakes:
             dataset = run["spec"]["dataset"]
-            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset))
+            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset),
+                                         study.classes.get(dataset))
     return ""
 
 
