@@ -32,17 +32,14 @@ class CliError(MnistlabError):
 
 
 def main() -> None:
-    """Console entry point: library errors become one red line and exit status 2."""
+    """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
+    input (library errors become one red line); 130 interrupted."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
-        raise SystemExit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except typer.Abort:
-        err.print("[red]aborted[/red]")
-        raise SystemExit(130)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished epochs are saved; run the same command again to resume[/yellow]")
-        raise SystemExit(130)
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, typer.TyperException):  # bad usage: typer's own message
             if hasattr(exc, "show"):
@@ -54,14 +51,23 @@ def main() -> None:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise SystemExit(exc.exit_code)
         raise
+    code = code if isinstance(code, int) else 0
+    if code == 130 and not _interrupt_said:
+        err.print("[yellow]interrupted[/yellow]", highlight=False)
+    raise SystemExit(code)
 
 
-def _store(url: Optional[str], study_path: Optional[Path] = None):
+_interrupt_said = False  # `run` says what was kept itself
+
+
+def _store(url: Optional[str], study_path: Optional[Path] = None, read_only: bool = True):
+    """The store named by --store, $MNISTLAB_STORE, or beside the study file. Commands that only
+    read open it ``read_only``: it must exist ("no store at PATH"), and nothing is written."""
     from .api import Store
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
-        return Store.for_study(study_path, url)
-    return Store(url or "mnistlab.db")
+        return Store.for_study(study_path, url, read_only=read_only)
+    return Store(url or "mnistlab.db", read_only=read_only)
 
 
 def _study_name(study: str) -> str:
@@ -85,20 +91,47 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import load_study, run as run_api
     spec = load_study(study)
-    db = _store(store, study)
+    db = _store(store, study, read_only=False)
     reporter = _reporter(quiet or workers > 1)
     if workers > 1 and not quiet:
         err.print(f"training in {workers} worker processes…", highlight=False)
     try:
         outcome = run_api(spec, db, reporter=reporter, retry_failed=retry_failed, group=group, workers=workers)
+    except KeyboardInterrupt:
+        reporter.close()
+        if table:
+            _print_table(db, spec.name)
+        _say_interrupted(db, spec.name)
+        raise typer.Exit(130)
     finally:
         reporter.close()
     if not quiet:
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
                   f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}; "
-                  f"store: {db.url}", highlight=False)
+                  f"store: {escape(db.where)}", highlight=False, soft_wrap=True)
     if table:
         _print_table(db, spec.name)
+    unfinished = {r["status"] for r in db.runs(study=spec.name)} & {"failed", "diverged", "damaged"}
+    if unfinished or outcome.failed or outcome.diverged:
+        if not quiet:
+            err.print(f"some runs are {', '.join(sorted(unfinished))}: exit status 1; "
+                      "`mnistlab run --retry-failed` trains them again", highlight=False)
+        raise typer.Exit(1)
+
+
+def _say_interrupted(db, name: str) -> None:
+    """One line: what the store kept, and the command that resumes."""
+    global _interrupt_said
+    from .store import owner_id
+    runs = db.runs(study=name)
+    done = sum(r["status"] == "done" for r in runs)
+    kept = [r for r in runs if r["status"] == "running" and r["owner"] in (None, owner_id())]
+    partial = ", ".join(f"{r['id'][:8]} after epoch {r['epochs_done']}/{r['spec']['epochs']}" for r in kept[:4])
+    partial += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
+    err.print(f"interrupted: {done} of {len(runs)} runs done and kept"
+              + (f"; kept at their last finished epoch: {partial}" if kept else "")
+              + "; run the same command again to resume", highlight=False, markup=False, soft_wrap=True)
+    _interrupt_said = True
 
 
 @app.command()
@@ -157,7 +190,10 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
         if run[key] is not None:
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
     if run["error"]:
-        out.print(f"  [red]error:[/red] {run['error']}", highlight=False)
+        out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
+    if run["damage"]:
+        out.print(f"  [red]damaged:[/red] {escape(run['damage'])}; `mnistlab run --retry-failed` retrains it",
+                  highlight=False)
 
 
 @app.command("table")
@@ -169,7 +205,7 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
     db = _store(store, Path(study))
     name = _study_name(study)
     if db.study(name) is None:
-        raise CliError(f"study {name!r} is not in {db.url}; run it first (mnistlab run STUDY.toml)")
+        raise CliError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
     if fmt == "text":
         _print_table(db, name)
     elif fmt in ("markdown", "csv", "json"):
@@ -301,9 +337,14 @@ class _Reporter:
         elif not self.quiet:
             err.print(f"{status} {spec.label}: {detail}", highlight=False)
 
+    def note(self, text: str) -> None:
+        console = self.progress.console if self.progress else err
+        console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
     def close(self) -> None:
         if self.progress:
             self.progress.stop()
+            self.progress = None
 
 
 def _reporter(quiet: bool) -> _Reporter:

@@ -20,9 +20,10 @@ from typing import Any, Callable
 import plotly.graph_objects as go
 import plotly.offline
 
-from ..errors import ReportError
+from ..errors import DamagedArtifact, ReportError
 from ..store import Store
 from . import figures
+from .assets import CSS, HEAD_JS, TAIL_JS
 from .figures import ImageCache, kernels, slug
 from .table import HIGHER_IS_BETTER, Row, best, comparison
 
@@ -78,7 +79,7 @@ def load(store: Store, name: str) -> Study:
     record = store.study(name)
     if record is None:
         known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
-        raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
+        raise ReportError(f"study {name!r} is not in the store {store.where} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
     return Study(store, record, comparison(store, name), runs, store.histories(runs))
@@ -280,17 +281,23 @@ def sweeps_section(study: Study, page: Page) -> str:
 def weights_section(study: Study, page: Page) -> str:
     cards = []
     for row in study.rows:
-        found = next(((r, a) for r in study.row_runs(row, done_only=True)
-                      if (a := study.store.load_arrays(r["id"], "weights"))), None)
-        if found is None:
-            continue
-        run, (arrays, _) = found
-        layers = kernels(arrays)
+        found, damaged = None, [r for r in study.row_runs(row) if r["status"] == "damaged"]
+        for run in study.row_runs(row, done_only=True):
+            try:
+                if arrays := study.store.load_arrays(run["id"], "weights"):
+                    found = (run, arrays)
+                    break
+            except DamagedArtifact as exc:  # changed since the runs were read: that run only
+                damaged.append(dict(run, damage=str(exc)))
+        notes = "".join(f'<p class="note damaged">{esc(row.label)}: run {esc(r["id"])} is damaged ({esc(r["damage"])}): '
+                        "its weights are not drawn; <code>mnistlab run --retry-failed</code> trains it again.</p>"
+                        for r in damaged)
+        layers = kernels(found[1][0]) if found else {}
         if layers:
-            note = f'<p class="note">Run {esc(run["id"])} (repeat {run["repeat"]}); at most ' \
+            note = f'<p class="note">Run {esc(found[0]["id"])} (repeat {found[0]["repeat"]}); at most ' \
                    f'{figures.MAX_VIOLIN_POINTS:,} weights per layer drawn, sampled with a fixed seed.</p>'
-            fig = figures.violins(esc(row.label), layers)
-            cards.append(f'<div class="card">{page.figure(f"weights-{slug(row.label)}", fig)}{note}</div>')
+            notes = page.figure(f"weights-{slug(row.label)}", figures.violins(esc(row.label), layers)) + note + notes
+        cards += [f'<div class="card">{notes}</div>'] if notes else []
     return "\n".join(cards) or '<p class="note card">No stored weights (no run is done yet).</p>'
 
 
@@ -339,7 +346,7 @@ def export_png(figs: list[tuple[str, go.Figure]], directory: Path) -> list[Path]
 
 # ---------------------------------------------------------------- small helpers
 def _worst(statuses: dict[str, int]) -> str:
-    return next((s for s in ("failed", "diverged", "running", "pending") if s in statuses), "done")
+    return next((s for s in ("failed", "damaged", "diverged", "running", "pending") if s in statuses), "done")
 
 
 def _time(value: dt.datetime | str) -> str:
@@ -356,55 +363,3 @@ def _duration(seconds: float) -> str:
     minutes, sec = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
-
-
-# ---------------------------------------------------------------- page assets (inline: the file works offline)
-CSS = """
-:root{--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#f4f5f7;--accent:#2563eb;--best:#067647}*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:24px}footer{text-align:center;margin-top:24px}a{color:var(--accent);text-decoration:none}
-.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:0 0 16px;box-shadow:0 1px 2px #1018280d}
-h1{font-size:26px;margin:0 0 6px}h2{font-size:19px;margin:30px 0 12px}h3{font-size:15px;margin:0 0 6px}h4{font-size:13px;margin:14px 0 8px}
-.kicker{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}.desc{white-space:pre-line;margin:0 0 12px;max-width:75ch}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 18px;margin:0}dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
-nav.toc ol{margin:4px 0 0;padding-left:22px;columns:2}.table-wrap{overflow-x:auto}
-table.sortable{border-collapse:collapse;width:100%;font-size:12.5px;font-variant-numeric:tabular-nums}
-th,td{padding:6px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}td.model{overflow-wrap:anywhere;min-width:8em}
-th{white-space:nowrap;cursor:pointer;user-select:none;background:#f9fafb}th:hover{background:#eef2f6}
-th[data-dir=asc]::after{content:" ▲"}th[data-dir=desc]::after{content:" ▼"}td.num,th.num{text-align:right}td.num{white-space:nowrap}
-td .spread{display:block;color:var(--muted);font-size:12px}tr.incomplete td{background:#fffcf5}
-td.best,.best-key{font-weight:700;color:var(--best);background:#ecfdf3}
-.badge{display:inline-block;white-space:nowrap;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;margin-right:4px;vertical-align:1px}
-.s-done{background:#ecfdf3;color:#067647}.s-running{background:#eff8ff;color:#175cd3}.s-pending{background:#f2f4f7;color:#475467}
-.s-diverged{background:#fffaeb;color:#b54708}.s-failed{background:#fef3f2;color:#b42318}.plot{width:100%}
-.note{color:var(--muted);font-size:13px;margin:6px 0 0}.mistakes{display:grid;grid-template-columns:repeat(auto-fill,minmax(78px,1fr));gap:10px}
-.mistakes figure{margin:0;text-align:center;font-size:12px}.mistakes figcaption span{color:var(--muted)}
-.mistakes img{width:56px;height:56px;image-rendering:pixelated;border-radius:4px;display:block;margin:0 auto 2px}
-pre{overflow:auto;background:#f9fafb;padding:12px;border-radius:6px;font-size:12px}summary{cursor:pointer;font-weight:600}
-"""
-
-# runs before plotly.js: any error on the page is counted on <html data-errors>, for tests and readers
-HEAD_JS = """
-(function(){var root=document.documentElement,errors=[];
-function note(m){errors.push(String(m));root.setAttribute("data-errors",String(errors.length));
-root.setAttribute("data-error-messages",errors.join(" | ").slice(0,2000));}
-window.addEventListener("error",function(e){note(e.message||"error");});
-window.addEventListener("unhandledrejection",function(e){note(e.reason&&e.reason.message||e.reason);});
-var original=console.error;console.error=function(){note(Array.prototype.join.call(arguments," "));
-return original.apply(console,arguments);};})();
-"""
-
-TAIL_JS = """
-(function(){var root=document.documentElement,plotted=0,divs=document.querySelectorAll("div.plot[data-fig]");
-root.setAttribute("data-figures",String(divs.length));
-divs.forEach(function(div){var spec=JSON.parse(document.getElementById(div.dataset.fig).textContent);
-Plotly.newPlot(div,spec.data,spec.layout,{responsive:true,displaylogo:false}).then(function(){
-plotted+=1;root.setAttribute("data-plotted",String(plotted));});});
-function key(td){var v=td.getAttribute("data-sort");if(v===null)v=td.textContent;if(v==="")return [2,""];
-var n=Number(v);return isNaN(n)?[1,v.toLowerCase()]:[0,n];}
-document.querySelectorAll("table.sortable th").forEach(function(th,col){th.addEventListener("click",function(){
-var body=th.closest("table").tBodies[0],dir=th.getAttribute("data-dir")==="asc"?"desc":"asc",sign=dir==="asc"?1:-1;
-th.parentNode.querySelectorAll("th").forEach(function(h){h.removeAttribute("data-dir");});th.setAttribute("data-dir",dir);
-Array.from(body.rows).sort(function(a,b){var x=key(a.cells[col]),y=key(b.cells[col]);
-if(x[0]!==y[0])return x[0]-y[0];return x[1]<y[1]?-sign:x[1]>y[1]?sign:0;}).forEach(function(r){body.appendChild(r);});});});})();
-"""
