@@ -17,7 +17,7 @@ from mnistlab.store import Store
 CHILD = r'''
 import os, sys
 from mnistlab.api import load_study, run
-from mnistlab.store import Store, artifacts
+from mnistlab.store import Store, files as artifacts
 
 study, point = sys.argv[1], sys.argv[2]
 flag = {}

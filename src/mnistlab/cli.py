@@ -34,6 +34,8 @@ class CliError(MnistlabError):
 def main() -> None:
     """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
     input (library errors become one red line); 130 interrupted."""
+    global _interrupt_said
+    _interrupt_said = False
     try:
         code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
@@ -81,7 +83,7 @@ def _study_name(study: str) -> str:
 
 @app.command()
 def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
-        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed and diverged runs again."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed, diverged and damaged runs again."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
         group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
                                                                    "vectorised group (default) or one by one."),
@@ -115,17 +117,18 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     if unfinished or outcome.failed or outcome.diverged:
         if not quiet:
             err.print(f"some runs are {', '.join(sorted(unfinished))}: exit status 1; "
-                      "`mnistlab run --retry-failed` trains them again", highlight=False)
+                      "`mnistlab run --retry-failed` trains them again", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
 def _say_interrupted(db, name: str) -> None:
     """One line: what the store kept, and the command that resumes."""
     global _interrupt_said
-    from .store import owner_id
+    from .store import owner_dead, owner_id
     runs = db.runs(study=name)
     done = sum(r["status"] == "done" for r in runs)
-    kept = [r for r in runs if r["status"] == "running" and r["owner"] in (None, owner_id())]
+    kept = [r for r in runs if r["status"] == "running"  # released, ours, or a worker's that ended with us
+            and (r["owner"] == owner_id() or owner_dead(r["owner"], r["heartbeat"]))]
     partial = ", ".join(f"{r['id'][:8]} after epoch {r['epochs_done']}/{r['spec']['epochs']}" for r in kept[:4])
     partial += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
     err.print(f"interrupted: {done} of {len(runs)} runs done and kept"

@@ -8,7 +8,7 @@ Every epoch is committed with its checkpoint as it ends; a run is *claimed* atom
 trains, so two processes on one database never train the same run; a claim whose owner died (same
 host, pid gone; or no heartbeat for ``STALE_AFTER`` seconds) can be taken over and resumed.
 Weights and checkpoints are safetensors files in an artifacts directory beside the database,
-recorded relative to it with their SHA-256 (``artifacts.py``): a store folder can be copied or
+recorded relative to it with their SHA-256 (``files.py``): a store folder can be copied or
 moved. A done run whose weights file is missing or changed reads as ``damaged``. This module never
 imports torch: arrays arrive as numpy.
 """
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import DamagedArtifact, StoreError  # noqa: F401 - re-exported: mnistlab.store.StoreError
-from .artifacts import Artifacts
+from .files import Artifacts
 from .db import check_integrity, first_line, now, open_engine, sqlite_file, translated, where
 from .schema import (METRICS, MIGRATIONS, SCHEMA_VERSION, STATUSES, artifacts, epochs, info_table,  # noqa: F401
                      meta, runs, studies, study_runs)
@@ -38,7 +38,8 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_dead(owner: str | None, heartbeat) -> bool:
+def owner_dead(owner: str | None, heartbeat) -> bool:
+    """Whether a claim's owner (``host:pid``) is gone: its run is free to resume."""
     if not owner:
         return True
     host, _, pid = owner.rpartition(":")
@@ -175,7 +176,7 @@ class Store(Artifacts):
                                .where(runs.c.id == run_id)).first()
             if row is None:
                 return None
-            if row.status == "running" and not _owner_dead(row.owner, row.heartbeat):
+            if row.status == "running" and not owner_dead(row.owner, row.heartbeat):
                 return None
             if row.status not in startable and row.status != "running" and not (row.status == "done" and damaged):
                 return None
