@@ -68,6 +68,7 @@ class Store(Artifacts):
             base = Path(self.database).with_suffix("") if self.database else Path("mnistlab")
             artifacts_dir = base.parent / f"{base.name}-artifacts"
         self.artifacts_dir = Path(artifacts_dir)
+        self._verified: dict[tuple, bool] = {}
         self._init_schema()
 
     @classmethod

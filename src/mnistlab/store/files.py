@@ -54,9 +54,10 @@ def parse(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str
 
 class Artifacts:
     """The artifact methods of :class:`mnistlab.store.Store` (a mixin: it supplies ``artifacts_dir``,
-    ``where``, ``_begin`` and ``_connect``)."""
+    ``_verified``, ``_begin`` and ``_connect``)."""
 
     artifacts_dir: Path
+    _verified: dict[tuple, bool]  # (path, size, mtime, sha256) -> the file has those bytes: hashed once
 
     # -- files ------------------------------------------------------------------------------
     def write_artifact(self, run_id: str, name: str, arrays: dict[str, np.ndarray],
@@ -122,13 +123,12 @@ class Artifacts:
         except OSError:
             return f"weights file {path} is missing"
         key = (str(path), stat.st_size, stat.st_mtime_ns, digest)
-        cache = self.__dict__.setdefault("_verified", {})  # files hashed once per Store while unchanged
-        if key not in cache:
+        if key not in self._verified:
             try:
-                cache[key] = digest is None or hashlib.sha256(path.read_bytes()).hexdigest() == digest
+                self._verified[key] = digest is None or hashlib.sha256(path.read_bytes()).hexdigest() == digest
             except OSError:
-                cache[key] = False
-        return None if cache[key] else f"weights file {path} is damaged (SHA-256 differs from the one recorded)"
+                self._verified[key] = False
+        return None if self._verified[key] else f"weights file {path} is damaged (SHA-256 differs from the one recorded)"
 
     # -- epochs and their checkpoints ---------------------------------------------------------
     def commit_epoch(self, run_id: str, row: dict[str, float], kind: str, path: str, sha256: str) -> None:
