@@ -33,17 +33,16 @@ class CliError(MnistlabError):
 
 
 def main() -> None:
-    """Console entry point: library errors become one red line and exit status 2."""
+    """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
+    input (library errors become one red line); 130 interrupted."""
+    global _interrupt_said
+    _interrupt_said = False
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
-        raise SystemExit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except typer.Abort:
-        err.print("[red]aborted[/red]")
-        raise SystemExit(130)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished epochs are saved; run the same command again to resume[/yellow]")
-        raise SystemExit(130)
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, typer.TyperException):  # bad usage: typer's own message
             if hasattr(exc, "show"):
@@ -55,14 +54,23 @@ def main() -> None:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise SystemExit(exc.exit_code)
         raise
+    code = code if isinstance(code, int) else 0
+    if code == 130 and not _interrupt_said:
+        err.print("[yellow]interrupted[/yellow]", highlight=False)
+    raise SystemExit(code)
 
 
-def _store(url: Optional[str], study_path: Optional[Path] = None):
+_interrupt_said = False  # `run` says what was kept itself
+
+
+def _store(url: Optional[str], study_path: Optional[Path] = None, read_only: bool = True):
+    """The store named by --store, $MNISTLAB_STORE, or beside the study file. Commands that only
+    read open it ``read_only``: it must exist ("no store at PATH"), and nothing is written."""
     from .store import Store  # not through api: reading the store needs no torch
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
-        return Store.for_study(study_path, url)
-    return Store(url or "mnistlab.db")
+        return Store.for_study(study_path, url, read_only=read_only)
+    return Store(url or "mnistlab.db", read_only=read_only)
 
 
 def _study_name(study: str) -> str:
@@ -76,7 +84,7 @@ def _study_name(study: str) -> str:
 
 @app.command()
 def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
-        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed and diverged runs again."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed, diverged and damaged runs again."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
         group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
                                                                    "vectorised group (default) or one by one."),
@@ -88,7 +96,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
-    db = _store(store, study)
+    db = _store(store, study, read_only=False)
     estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
@@ -101,14 +109,42 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         options = RunOptions(retry_failed=retry_failed, group=group, workers=workers,
                              executor="processes" if workers > 1 else "inline")
         outcome = run_api(spec, db, reporter, options, EngineOptions.from_environment())
+    except KeyboardInterrupt:
+        reporter.close()
+        if table:
+            _print_table(db, spec.name)
+        _say_interrupted(db, spec.name)
+        raise typer.Exit(130)
     finally:
         reporter.close()
     if not quiet:
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
                   f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}; "
-                  f"store: {escape(str(db.url))}", highlight=False)
+                  f"store: {escape(db.where)}", highlight=False, soft_wrap=True)
     if table:
         _print_table(db, spec.name)
+    unfinished = {r["status"] for r in db.runs(study=spec.name)} & {"failed", "diverged", "damaged"}
+    if unfinished or outcome.failed or outcome.diverged:
+        if not quiet:
+            err.print(f"some runs are {', '.join(sorted(unfinished))}: exit status 1; "
+                      "`mnistlab run --retry-failed` trains them again", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _say_interrupted(db, name: str) -> None:
+    """One line: what the store kept, and the command that resumes."""
+    global _interrupt_said
+    from .store import owner_dead, owner_id
+    runs = db.runs(study=name)
+    done = sum(r["status"] == "done" for r in runs)
+    kept = [r for r in runs if r["status"] == "running"  # released, ours, or a worker's that ended with us
+            and (r["owner"] == owner_id() or owner_dead(r["owner"], r["heartbeat"]))]
+    partial = ", ".join(f"{r['id'][:8]} after epoch {r['epochs_done']}/{r['spec']['epochs']}" for r in kept[:4])
+    partial += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
+    err.print(f"interrupted: {done} of {len(runs)} runs done and kept"
+              + (f"; kept at their last finished epoch: {partial}" if kept else "")
+              + "; run the same command again to resume", highlight=False, markup=False, soft_wrap=True)
+    _interrupt_said = True
 
 
 @app.command()
@@ -169,6 +205,9 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
     if run["error"]:
         out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
+    if run["damage"]:
+        out.print(f"  [red]damaged:[/red] {escape(run['damage'])}; `mnistlab run --retry-failed` retrains it",
+                  highlight=False)
 
 
 @app.command("table")
@@ -180,7 +219,7 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
     db = _store(store, Path(study))
     name = _study_name(study)
     if db.study(name) is None:
-        raise CliError(f"study {name!r} is not in {db.url}; run it first (mnistlab run STUDY.toml)")
+        raise CliError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
     if fmt == "text":
         _print_table(db, name)
     elif fmt in ("markdown", "csv", "json"):

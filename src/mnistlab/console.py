@@ -118,9 +118,14 @@ class _Reporter:
         elif not self.quiet:
             err.print(f"{status} {spec.label}: {detail}", highlight=False, markup=False)
 
+    def note(self, text: str) -> None:
+        console = self.progress.console if self.progress else err
+        console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
     def close(self) -> None:
         if self.progress:
             self.progress.stop()
+            self.progress = None
 
 
 def make_reporter(quiet: bool) -> _Reporter:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import plotly.graph_objects as go
 import plotly.offline
 
-from ..errors import ReportError
+from ..errors import DamagedArtifact, ReportError
 from ..store import Store
 from . import differences, figures
 from .assets import CSS, HEAD_JS, TAIL_JS
@@ -83,7 +83,7 @@ def load(store: Store, name: str, classes: dict[str, list[str]] | None = None) -
     record = store.study(name)
     if record is None:
         known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
-        raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
+        raise ReportError(f"study {name!r} is not in the store {store.where} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
     rows = comparison(store, name)
@@ -308,17 +308,23 @@ def sweeps_section(study: Study, page: Page) -> str:
 def weights_section(study: Study, page: Page) -> str:
     cards = []
     for row in study.rows:
-        found = next(((r, a) for r in study.row_runs(row, done_only=True)
-                      if (a := study.store.load_arrays(r["id"], "weights"))), None)
-        if found is None:
-            continue
-        run, (arrays, _) = found
-        layers = kernels(arrays)
+        found, damaged = None, [r for r in study.row_runs(row) if r["status"] == "damaged"]
+        for run in study.row_runs(row, done_only=True):
+            try:
+                if arrays := study.store.load_arrays(run["id"], "weights"):
+                    found = (run, arrays)
+                    break
+            except DamagedArtifact as exc:  # changed since the runs were read: that run only
+                damaged.append(dict(run, damage=str(exc)))
+        notes = "".join(f'<p class="note damaged">{esc(row.label)}: run {esc(r["id"])} is damaged ({esc(r["damage"])}): '
+                        "its weights are not drawn; <code>mnistlab run --retry-failed</code> trains it again.</p>"
+                        for r in damaged)
+        layers = kernels(found[1][0]) if found else {}
         if layers:
-            note = f'<p class="note">Run {esc(run["id"])} (repeat {run["repeat"]}); at most ' \
+            note = f'<p class="note">Run {esc(found[0]["id"])} (repeat {found[0]["repeat"]}); at most ' \
                    f'{figures.MAX_VIOLIN_POINTS:,} weights per layer drawn, sampled with a fixed seed.</p>'
-            fig = figures.violins(esc(row.label), layers)
-            cards.append(f'<div class="card">{page.figure(f"weights-{slug(row.label)}", fig)}{note}</div>')
+            notes = page.figure(f"weights-{slug(row.label)}", figures.violins(esc(row.label), layers)) + note + notes
+        cards += [f'<div class="card">{notes}</div>'] if notes else []
     return "\n".join(cards) or '<p class="note card">No stored weights (no run is done yet).</p>'
 
 
@@ -369,7 +375,7 @@ def export_png(figs: list[tuple[str, go.Figure]], directory: Path) -> list[Path]
 
 # ---------------------------------------------------------------- small helpers
 def _worst(statuses: dict[str, int]) -> str:
-    return next((s for s in ("failed", "diverged", "running", "pending") if s in statuses), "done")
+    return next((s for s in ("failed", "damaged", "diverged", "running", "pending") if s in statuses), "done")
 
 
 def _time(value: dt.datetime | str) -> str:

@@ -24,6 +24,7 @@ from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_t
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
 from ..engine.group import MAX_GROUP, fit_group, group_key
 from ..engine.options import EngineOptions
+from ..errors import DamagedArtifact, DataError
 from ..spec import RunSpec, Study, expand
 from ..store import Store
 from .options import RunOptions
@@ -37,6 +38,7 @@ class Reporter(Protocol):
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
     def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
+    def note(self, text: str) -> None: ...  # one line the person should read (a fallback, a warning)
 
 
 class Silent:
@@ -45,14 +47,15 @@ class Silent:
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
     def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 @dataclass
 class Outcome:
     """What one ``run_study`` call did, by run id."""
 
-    trained: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)  # trained to an end here (done or diverged) from scratch
+    resumed: list[str] = field(default_factory=list)  # ... from a checkpoint
     skipped: list[str] = field(default_factory=list)  # done already, or another process has it
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -89,12 +92,18 @@ def register(study: Study, store: Store) -> list[RunSpec]:
 def run_study(study: Study, store: Store, reporter: Reporter | None = None,
               options: RunOptions | None = None, engine: EngineOptions | None = None) -> Outcome:
     """Train every run of ``study`` not yet done, as ``options`` say (retrying failed runs, grouping
-    same-shape runs) with the engine computing as ``engine`` says."""
+    same-shape runs) with the engine computing as ``engine`` says.
+
+    Every dataset the runs left to train need is loaded first: a data problem raises DataError
+    before any run is claimed, and no run is charged with it."""
     reporter, options, engine = reporter or Silent(), options or RunOptions(), engine or EngineOptions()
     if engine.threads:
         torch.set_num_threads(engine.threads)
+    warn_same_name(study, store, reporter)
     specs = register(study, store)
     status = {r["id"]: r["status"] for r in store.runs(study=study.name)}
+    startable = {"pending", "running"} | ({"failed", "diverged", "damaged"} if options.retry_failed else set())
+    preload([s for s in specs if status.get(s.id) in startable], engine)
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
     for planned in plan(specs, options.group):
@@ -104,19 +113,33 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
             if previous is None:
                 outcome.skipped.append(spec.id)
             else:
-                resume = _checkpoint(store, spec) if previous == "running" else None
+                resume = resume_point(store, spec, reporter) if previous == "running" else fresh_start(store, spec)
                 claimed.append((spec, resume))
         by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
         for spec, ck in claimed:  # members resume together only from the same epoch
             by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
         for epoch, members in sorted(by_epoch.items()):
-            for spec, _ in members:
-                store.reset_epochs(spec.id, keep=epoch)
-                (outcome.resumed if epoch else outcome.trained).append(spec.id)
             for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
+                if final != "failed":
+                    (outcome.resumed if epoch else outcome.trained).append(spec.id)
     return outcome
+
+
+def preload(specs: list[RunSpec], engine: EngineOptions | None = None) -> None:
+    """Load (fetch, verify) every dataset and slice ``specs`` train on, once: DataError stops the study."""
+    for spec in specs:
+        data_for(spec, engine)
+
+
+def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
+    """Another study file with this ``name`` shares its rows in the store: say so (a moved or copied
+    file, with the same text, is the same study)."""
+    known = store.study(study.name)
+    if known and known["path"] and study.path and known["path"] != study.path and known["source"] != study.source:
+        reporter.note(f"study {study.name!r} in this store was last run from {known['path']}, a different file: "
+                      f"both share its rows and table; give one another `name` to keep them apart")
 
 
 def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
@@ -138,10 +161,35 @@ def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
     return order
 
 
-def _checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
-    """The run's last epoch checkpoint; either engine resumes from it."""
-    loaded = store.load_arrays(spec.id, "checkpoint")
-    return checkpoint_from_arrays(*loaded) if loaded else None
+def fresh_start(store: Store, spec: RunSpec) -> None:
+    """A run trained again from the start (pending, or retried): no rows or checkpoints of before."""
+    store.drop_checkpoints(spec.id)
+    store.reset_epochs(spec.id, keep=0)
+
+
+def resume_point(store: Store, spec: RunSpec, reporter: Reporter) -> Checkpoint | None:
+    """The run's newest good checkpoint (each is verified by its SHA-256), else the one before it,
+    else None (a fresh start); a fallback is said in one line. The history rows behind the
+    checkpoint are made whole from its own history; rows after it are forgotten."""
+    found, problems = None, []
+    for kind in ("checkpoint", "checkpoint_previous"):
+        try:
+            loaded = store.load_arrays(spec.id, kind)
+            found = checkpoint_from_arrays(*loaded) if loaded else None
+        except (DamagedArtifact, KeyError, ValueError) as exc:  # KeyError, ValueError: its metadata
+            problems.append(str(exc) if isinstance(exc, DamagedArtifact) else f"run {spec.id}: its {kind} is unreadable")
+            store.drop_artifact(spec.id, kind)
+            continue
+        if found is not None:
+            break
+    keep = found.epoch if found else 0
+    if problems:
+        then = f"resuming from its epoch-{keep} checkpoint" if found else "training it again from the start"
+        reporter.note("; ".join(problems) + f"; {then}")
+    restored = store.restore_epochs(spec.id, found.history if found else [], keep)
+    if restored:
+        reporter.note(f"run {spec.id}: {restored} history row(s) restored from its epoch-{keep} checkpoint")
+    return found
 
 
 def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, reporter: Reporter,
@@ -152,8 +200,10 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
 
     def on_epoch(spec: RunSpec):
         def save(row: dict[str, float], ck: Checkpoint) -> None:
-            store.save_arrays(spec.id, "checkpoint", *checkpoint_to_arrays(ck))  # weights first, then the row
-            store.add_epoch(spec.id, row)
+            # the file first (a new name each epoch), then its record and the row in one transaction:
+            # a kill at any point leaves the previous epoch's pair, or this one's
+            path, sha = store.write_artifact(spec.id, f"checkpoint-{ck.epoch}", *checkpoint_to_arrays(ck))
+            store.commit_epoch(spec.id, row, "checkpoint", path, sha)
             reporter.epoch(spec, row)
         return save
 
@@ -166,7 +216,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
         else:
             results = [fit(specs[0], data, Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
                            resume=resume[0] if resume else None, options=engine)]
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DataError):  # a data problem is the study's, not the runs'
         for spec in specs:
             store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
         raise
@@ -197,5 +247,5 @@ def save_result(store: Store, result: RunResult) -> None:
             store.save_arrays(run_id, "predictions", result.predictions)
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
                  seconds=result.seconds, error=result.error, environment=environment(result.engine))
-    store.drop_artifact(run_id, "checkpoint")
+    store.drop_checkpoints(run_id)
 
