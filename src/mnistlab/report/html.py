@@ -25,7 +25,7 @@ from ..store import Store
 from . import figures
 from .assets import CSS, HEAD_JS, TAIL_JS
 from .figures import ImageCache, kernels, slug
-from .table import HIGHER_IS_BETTER, Row, best, comparison
+from .table import HIGHER_IS_BETTER, Row, best, comparison, split_header, validation_text
 
 PNG_HINT = ("pip install 'mnistlab[png]' (kaleido, which drives a Chrome or Chromium: "
             "install one too, e.g. apt-get install chromium)")
@@ -83,7 +83,11 @@ def load(store: Store, name: str) -> Study:
         raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
-    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+    histories = store.histories(runs)
+    for run_id, history in histories.items():  # the epochs table has no lr column: it is an artifact
+        for row, lr in zip(history, store.load_json(run_id, "lr") or []):
+            row["lr"] = lr
+    return Study(store, record, comparison(store, name), runs, histories)
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
@@ -150,7 +154,7 @@ def header_facts(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[tup
             ("batch size", esc(_distinct(specs, lambda s: s["batch_size"]))),
             ("optimizer", esc(_distinct(specs, lambda s: s["optimizer"]))),
             ("loss", esc(_distinct(specs, lambda s: s.get("loss", "")))),
-            ("validation", esc(_distinct(specs, lambda s: s.get("validation", "")))),
+            ("validation", esc(_distinct(specs, lambda s: validation_text(s.get("validation", "test"))))),
             ("trained", f"{_time(min(started))} → {_time(max(finished))}" if started and finished else ""),
             ("total training time", _duration(sum(seconds)) if seconds else ""),
             ("software", esc(_distinct(runs, _software))),
@@ -192,33 +196,36 @@ def table_section(study: Study) -> str:
         return '<p class="note card">This study has no runs yet.</p>'
     winners = best(rows)
     has_sweep = any(r.sweep for r in rows)
+    split = split_header(rows)
     heads = ["model", "parameters", "optimizer"] + (["sweep"] if has_sweep else []) \
-        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"]
-    numeric = {"parameters", "epochs", "seconds", *(label for _, label, _ in METRIC_COLUMNS)}
+        + [label for _, label, _ in METRIC_COLUMNS] + ([split] if split else []) + ["epochs", "seconds", "status"]
+    numeric = {"parameters", "epochs", "seconds", split, *(label for _, label, _ in METRIC_COLUMNS)}
     head = "".join(f'<th scope="col"{" class=num" if h in numeric else ""} title="click to sort">{h}</th>'
                    for h in heads)
-    body = "\n".join(_table_row(r, winners, has_sweep) for r in rows)
+    body = "\n".join(_table_row(r, winners, has_sweep, bool(split)) for r in rows)
     arrows = ", ".join(f"{label} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m, label, _ in METRIC_COLUMNS)
     return (f'<div class="card"><div class="table-wrap"><table class="sortable" id="comparison">'
             f'<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
             f'<p class="note">Train loss and acc are the last epoch\'s, as Keras reports them (training mode, '
-            f'a running mean over the epoch); the eval pass is the trained model evaluated on the training set. '
+            f'a running mean over the epoch); the eval pass is the trained model evaluated on the training set; '
+            f'test figures are the test set after training; validation: {esc(validation_text(rows[0].validation))}. '
             f'Mean ± sample std (n = done runs) over repeats; the best mean per column is '
             f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.</p></div>')
 
 
-def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
+def _table_row(row: Row, winners: dict[str, str], has_sweep: bool, split: bool = False) -> str:
     cells = [_cell(row.model, classes="model"),
              _cell(f"{row.params:,}" if row.params else "—", row.params or "", "num"), _breakable(row.optimizer)]
     if has_sweep:
         cells.append(_breakable(figures.sweep_text(row.sweep), after=",="))
-    for metric, _, digits in [*METRIC_COLUMNS]:
+    for metric, _, digits in [*METRIC_COLUMNS, *([("val_accuracy", "", 4)] if split else [])]:
         cells.append(_metric_cell(row, metric, digits, winners))
     cells.append(_cell(str(row.epochs), row.epochs, "num"))
     cells.append(_metric_cell(row, "seconds", 1, winners))
     badges = "".join(_badge(s, s if len(row.statuses) == 1 and n == 1 else f"{n} {s}")
                      for s, n in sorted(row.statuses.items()))
-    cells.append(f'<td data-sort="{esc(row.status)}">{badges}</td>')
+    stops = row.status_text[len(row.status):].strip()  # "(stopped at 7)"
+    cells.append(f'<td data-sort="{esc(row.status_text)}">{badges}{f" {esc(stops)}" if stops else ""}</td>')
     mark = "" if row.status == "done" else ' class="incomplete"'
     return f'<tr{mark} data-label="{esc(row.label)}">{"".join(cells)}</tr>'
 
@@ -260,10 +267,24 @@ def curves_section(study: Study, page: Page) -> str:
     for i, row in enumerate(study.rows):
         histories = curve_histories(study, row)
         status = "" if row.status == "done" else f'<p class="note">{_badge(_worst(row.statuses), row.status)}</p>'
-        body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories)) \
+        validation = "validation (test set)" if row.validation == "test" else \
+            f"validation ({row.validation * 100:g}% split)" if isinstance(row.validation, float) else "validation"
+        body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories, validation)) \
             if histories else f'<h3>{esc(row.label)}</h3><p class="note">No epochs recorded yet.</p>'
-        cards.append(f'<div class="card" id="row-{i}">{status}{body}</div>')
+        cards.append(f'<div class="card" id="row-{i}">{status}{body}{_stops(study, row)}</div>')
     return "\n".join(cards)
+
+
+def _stops(study: Study, row: Row) -> str:
+    """Where callbacks ended the row's runs, and whose weights its final figures are."""
+    notes = []
+    for run in study.row_runs(row, done_only=True):
+        ending = (run.get("environment") or {}).get("early_stopping")
+        if ending:
+            stop = f"stopped after epoch {ending['stopped_epoch']} ({ending['reason']})" if ending["stopped_epoch"] else ""
+            kept = f"final figures from the weights of epoch {ending['restored_epoch']}" if ending["restored_epoch"] else ""
+            notes.append(f"<li>run {esc(run['id'][:8])}: {esc('; '.join(filter(None, (stop, kept))))}</li>")
+    return f'<ul class="note stops">{"".join(notes)}</ul>' if notes else ""
 
 
 def overlay_section(study: Study, page: Page) -> str:
