@@ -193,3 +193,45 @@ def test_pytorch_examples_mnist_network_parses_and_trains_on_a_slice(write_study
     assert [r["lr"] for r in result.history] == [1.0, 0.7]  # 240 training images: 4 steps an epoch
     assert sum(map(sum, result.confusion_train)) == 240 and sum(map(sum, result.confusion_test)) == 200
     assert math.isfinite(result.history[-1]["val_loss"]) and result.test_accuracy > 0.2
+
+
+def test_report_draws_the_learning_rate_where_it_varies():
+    from mnistlab.report.figures import curves
+    varying = [[{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "lr": 0.1 * 0.7 ** e} for e in (1, 2, 3)]]
+    fig = curves("m", varying).to_plotly_json()
+    (lr,) = [t for t in fig["data"] if t["name"] == "learning rate"]
+    assert list(lr["y"]) == pytest.approx([0.07, 0.049, 0.0343]) and fig["layout"]["yaxis3"]["type"] == "log"
+    constant = [[dict(row, lr=0.1) for row in varying[0]]]
+    assert not [t for t in curves("m", constant).data if t.name == "learning rate"]
+
+
+def test_a_swept_schedule_is_stored_per_epoch_and_plotted(write_study, tmp_path, mnist):
+    import mnistlab
+    from mnistlab.report.html import write_report
+    text = SWEEP.replace("[train]", "[train]\nepochs = 3\nbatch_size = 100\ntrain_size = 500\ntest_size = 200") \
+        .replace("decay_steps=938", "decay_steps=5")
+    path = write_study(text)
+    outcome = mnistlab.run(path)
+    assert len(outcome.trained) == 2 and not outcome.failed
+    store = mnistlab.Store.for_study(path)
+    for run in store.runs(study="s"):
+        gamma = run["spec"]["sweep"]["gamma"]
+        assert store.load_json(run["id"], "lr") == pytest.approx([1.0, gamma, gamma ** 2])
+    page = write_report(store, "s", tmp_path / "s.html").read_text()
+    assert page.count('"name":"learning rate"') == 2  # one curve figure per grid point
+
+
+def test_a_grouped_run_resumes_at_its_schedule_position(data):
+    from mnistlab.engine.checkpoint import checkpoint_from_arrays, checkpoint_to_arrays
+    from mnistlab.engine.fit import Callbacks
+    specs = [spec("sgd(learning_rate=ExponentialDecay(0.2, decay_steps=7, decay_rate=0.5))", seed=s, epochs=3)
+             for s in (1, 2)]
+    saved = {s.id: [] for s in specs}
+    hooks = [Callbacks(on_epoch=lambda row, ck, i=s.id: saved[i].append(checkpoint_to_arrays(ck))) for s in specs]
+    full = fit_group(specs, data, hooks)
+    resumed = fit_group(specs, data, resume=[checkpoint_from_arrays(*saved[s.id][0]) for s in specs])
+    for a, b in zip(full, resumed):  # SGD keeps no step count of its own: the checkpoint carries it
+        assert [r["lr"] for r in b.history] == [r["lr"] for r in a.history]
+        assert b.test_loss == pytest.approx(a.test_loss, rel=1e-6)
+    alone = fit(specs[0], data, resume=checkpoint_from_arrays(*saved[specs[0].id][1]))  # the plain engine reads it too
+    assert alone.history[-1]["lr"] == full[0].history[-1]["lr"] and alone.test_loss == pytest.approx(full[0].test_loss, rel=1e-4)

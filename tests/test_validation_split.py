@@ -123,3 +123,12 @@ def test_validation_enters_the_id_and_existing_studies_keep_theirs():
     for name, digest in before.items():
         ids = [r.id for r in expand(load_study(studies / f"{name}.toml"))]
         assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == digest, name
+
+
+def test_the_readme_study_with_schedule_callback_and_split_loads(write_study):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = readme.split("## A study", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    runs = expand(load_study(write_study(text)))  # every call checked, as `mnistlab run` does
+    assert len(runs) == 2 * 4 * 3 and {r.validation for r in runs} == {0.1}
+    assert runs[0].callbacks and "ExponentialDecay" in runs[0].optimizer

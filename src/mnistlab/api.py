@@ -128,6 +128,8 @@ def export(store: Store, run_id: str, directory: str | Path) -> list[Path]:
     (out / "spec.json").write_text(json.dumps(dict(row["spec"], id=full), indent=2))
     with open(out / "history.csv", "w", newline="") as handle:
         history = store.history(full)
+        for row, lr in zip(history, store.load_json(full, "lr") or []):  # the learning rate of each epoch
+            row["lr"] = lr
         writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch"])
         writer.writeheader()
         writer.writerows(history)

@@ -79,23 +79,23 @@ def _line(fig: go.Figure, histories, key: str, name: str, color: str, col: int, 
                              meta={"metric": key}), row=1, col=col)
 
 
-def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]], validation: str = "validation") -> go.Figure:
+def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]], validation: str = "") -> go.Figure:
     """Train vs validation loss and accuracy per epoch (the seeds' ``plt_dynamic``), side by side, and
     the learning rate of each epoch where it varies (a schedule, ReduceLROnPlateau). ``validation``
-    names the split the ``val_*`` figures come from (``validation (test set)``)."""
+    names the images the ``val_*`` figures come from, for the title (``test set``, ``10% split``)."""
     varies = lr_varies(histories)
     fig = _figure(1, 3 if varies else 2, ("loss", "accuracy", "learning rate")[:3 if varies else 2],
                   horizontal_spacing=0.07 if varies else 0.1)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
         _line(fig, histories, metric, "train", TRAIN, col, legend=col == 1)
-        _line(fig, histories, f"val_{metric}", validation, VALIDATION, col, legend=col == 1)
+        _line(fig, histories, f"val_{metric}", "validation", VALIDATION, col, legend=col == 1)
     if varies:
         _line(fig, histories, "lr", "learning rate", LEARNING_RATE, 3, legend=True)
         positive = all(r["lr"] > 0 for h in histories for r in h if r.get("lr") is not None)
         fig.update_yaxes(type="log" if positive else None, exponentformat="power", row=1, col=3)
     _epoch_axis(fig, histories)
     n = len(histories)
-    note = "one run" if n == 1 else f"mean ± 1 std over {n} runs"
+    note = ("one run" if n == 1 else f"mean ± 1 std over {n} runs") + (f"; validation: {validation}" if validation else "")
     fig.update_layout(title_text=f"{title} <span style='color:#777'>({note})</span>", height=360)
     return fig
 

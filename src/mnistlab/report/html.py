@@ -267,8 +267,8 @@ def curves_section(study: Study, page: Page) -> str:
     for i, row in enumerate(study.rows):
         histories = curve_histories(study, row)
         status = "" if row.status == "done" else f'<p class="note">{_badge(_worst(row.statuses), row.status)}</p>'
-        validation = "validation (test set)" if row.validation == "test" else \
-            f"validation ({row.validation * 100:g}% split)" if isinstance(row.validation, float) else "validation"
+        validation = "test set" if row.validation == "test" else \
+            f"last {row.validation * 100:g}% of the training images" if isinstance(row.validation, float) else ""
         body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories, validation)) \
             if histories else f'<h3>{esc(row.label)}</h3><p class="note">No epochs recorded yet.</p>'
         cards.append(f'<div class="card" id="row-{i}">{status}{body}{_stops(study, row)}</div>')
