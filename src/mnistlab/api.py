@@ -274,7 +274,10 @@ def export(store: Store, run_id: str, directory: str | Path, format: str = "safe
             first = out / "weights.safetensors"
             save_file(loaded[0], str(first), metadata={"run_id": full, "layers": "\n".join(row["spec"]["layers"])})
         (out / "spec.json").write_text(json.dumps(dict(row["spec"], id=full), indent=2))
-        _write_history(store.history(full), out / "history.csv")
+        history = store.history(full)
+        for entry, lr in zip(history, store.load_json(full, "lr") or []):  # the learning rate of each epoch
+            entry["lr"] = lr
+        _write_history(history, out / "history.csv")
     except (OSError, SafetensorError) as exc:  # safetensors' I/O errors are not OSErrors
         reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
         raise ReportError(f"{out}: cannot write the export ({reason}); choose another -o folder") from None

@@ -189,17 +189,23 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
     spec = run["spec"]
     point = f" [{run['point']}]" if run["point"] else ""  # as `ls` and `table` label a grid point
     out.print(f"[bold]run {full}[/bold]  {escape(run['model'] + point)}  status: {escape(run['status'])}")
-    for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "seed", "train_size", "test_size"):
-        out.print(f"  {key}: {spec.get(key)}", highlight=False, markup=False)
+    for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "validation", "callbacks", "seed",
+                "train_size", "test_size"):
+        if key != "callbacks" or spec.get(key):
+            out.print(f"  {key}: {spec.get(key)}", highlight=False, markup=False)
     out.print("  layers:")
     for layer in spec["layers"]:
         out.print(f"    {layer}", highlight=False, markup=False)
-    history = Table("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-    for row in db.history(full):
+    history = Table("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+    rates = db.load_json(full, "lr") or []
+    for i, row in enumerate(db.history(full)):
         history.add_row(str(row["epoch"]), *(f"{row[k]:.4f}" if row[k] is not None else "—"
                                              for k in ("loss", "accuracy", "val_loss", "val_accuracy")),
-                        f"{row['seconds']:.2f}")
+                        f"{rates[i]:.4g}" if i < len(rates) and rates[i] is not None else "—", f"{row['seconds']:.2f}")
     out.print(history)
+    ending = (run["environment"] or {}).get("early_stopping")
+    if ending:
+        out.print(f"  early stopping: {ending}", highlight=False, markup=False)
     for key in ("params", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"):
         if run[key] is not None:
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
@@ -349,10 +355,10 @@ def data_info(name: Optional[str] = typer.Argument(None, help="One dataset [defa
 
 
 def _print_table(db, study: str) -> None:
-    from .report.table import HEADERS, best, comparison, text_cells
+    from .report.table import best, comparison, headers, text_cells
     rows = comparison(db, study)
     winners = best(rows)
-    table = fitted_table(HEADERS, [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
+    table = fitted_table(headers(rows), [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
     metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
     for row in rows:
         cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup

@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -227,6 +227,27 @@ class TrainData:
     y_test: torch.Tensor
     input_shape: tuple[int, ...]  # one sample: (784,) or (1, 28, 28)
     num_classes: int = 10
+    x_val: torch.Tensor | None = None  # held out of the training images by :meth:`split`
+    y_val: torch.Tensor | None = None
+
+    def split(self, fraction: float) -> "TrainData":
+        """The last ``fraction`` of the training images held out for validation, before any shuffling,
+        as Keras' ``fit(validation_split=fraction)`` does (views, no copies).
+
+        >>> d = load_tensors("mnist").split(0.1)     # x_train (54000, 784), x_val (6000, 784)
+        """
+        at = split_index(len(self.x_train), fraction)
+        return replace(self, x_train=self.x_train[:at], y_train=self.y_train[:at],
+                       x_val=self.x_train[at:], y_val=self.y_train[at:])
+
+
+def split_index(n: int, fraction: float) -> int:
+    """Where Keras' ``validation_split`` cuts ``n`` samples: the first ``floor(n * (1 - fraction))`` train."""
+    at = int(math.floor(n * (1.0 - fraction)))
+    if not 0 < at < n:
+        raise DataError(f"{n} training images cannot be split into training and validation images by "
+                        f"validation = {fraction}; use more images or another fraction")
+    return at
 
 
 def _head(x: np.ndarray, y: np.ndarray, n: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:

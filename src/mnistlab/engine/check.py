@@ -9,13 +9,14 @@ each batch size it trains with (``memory.py``).
 
 from __future__ import annotations
 
-from ..data import DATASETS
-from ..errors import LayerError, OptimizerError, StudyError
+from ..data import DATASETS, split_index
+from ..errors import DataError, LayerError, OptimizerError, StudyError
 from ..spec import RunSpec, Study, did_you_mean, expand
+from .callbacks import ReduceLROnPlateau, build_callbacks, monitors
 from .layers import Sequential, build_model, input_shape
 from .losses import check_output, parse_loss
 from .memory import check_fits
-from .optim import optimizer_defaults
+from .optim import learning_rate, optimizer_defaults
 
 
 def check_study(study: Study) -> None:
@@ -28,6 +29,12 @@ def check_study(study: Study) -> None:
         loss = parse_loss(study.train.loss)
     except StudyError as exc:
         raise StudyError(f"{study.where('loss', key=True)}: loss {study.train.loss!r}: {exc}") from None
+    if isinstance(study.train.validation, float):
+        images = DATASETS[study.dataset].shapes["x_train"][0]
+        try:
+            split_index(min(study.train.train_size or images, images), study.train.validation)
+        except DataError as exc:
+            raise StudyError(f"{study.where('validation', key=True)}: {exc}") from None
     optimizers: set[str] = set()
     models: dict[tuple[str, ...], Sequential] = {}
     sized: set[tuple[tuple[str, ...], int]] = set()
@@ -38,6 +45,7 @@ def check_study(study: Study) -> None:
             except OptimizerError as exc:
                 raise StudyError(f"{study.where('optimizer')}: model {run.model!r}: optimizer: {exc}") from None
             optimizers.add(run.optimizer)
+        check_callbacks(study, run)
         if (run.layers, run.batch_size) in sized:
             continue
         sized.add((run.layers, run.batch_size))
@@ -58,3 +66,24 @@ def _located(study: Study, run: RunSpec, exc: LayerError) -> StudyError:
     where = f"layer {exc.index + 1} {layer!r}: " if layer else ""
     point = f" [{run.point}]" if run.point else ""
     return StudyError(f"{study.where(layer or run.model)}: model {run.model!r}{point}: {where}{exc.message}")
+
+
+def check_callbacks(study: Study, run: RunSpec) -> None:
+    """Raise a one-line StudyError naming the file line, model and call of a callback that cannot work."""
+    entry = next(m for m in study.models if m.name == run.model)
+    texts = study.train.callbacks if entry.callbacks is None else entry.callbacks
+    point = f" [{run.point}]" if run.point else ""
+    for text, canonical in zip(texts, run.callbacks):
+        where = f"{study.where(text)}: model {run.model!r}{point}: callback {text!r}"
+        try:
+            callback = build_callbacks([canonical])[0]
+        except StudyError as exc:
+            raise StudyError(f"{where}: {exc}") from None
+        logged = monitors(run.validation)
+        if callback.monitor not in logged:
+            why = ' with validation = "none"' if run.validation == "none" else ""
+            raise StudyError(f"{where}: monitors {callback.monitor!r}, which the run does not log{why}; "
+                             f"it logs {', '.join(logged)}")
+        if isinstance(callback, ReduceLROnPlateau) and learning_rate(run.optimizer_call()).scheduled:
+            raise StudyError(f"{where}: the optimizer's learning rate follows a schedule, which "
+                             "ReduceLROnPlateau cannot lower (Keras refuses it too); use one or the other")

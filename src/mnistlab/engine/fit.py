@@ -27,13 +27,15 @@ import torch.nn.functional as F
 
 from . import fast
 from .augment import adapt
+from .callbacks import Training, build_callbacks
 from .checkpoint import Checkpoint, capture
 from .losses import check_output, parse_loss
 from .onednn import Linear
 from .options import EngineOptions
 from ..data import TrainData
 from .layers import Sequential, build_model, input_kind
-from .optim import build_optimizer
+from .optim import build_optimizer, learning_rate
+from .schedules import LearningRate
 from ..spec import RunSpec
 
 EVAL_BATCH = 1024  # evaluation batch at most: no gradients; larger ones only add memory
@@ -70,6 +72,7 @@ class RunResult:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final state_dict, by layer name
     error: str | None = None
     engine: dict[str, Any] = field(default_factory=dict)  # the EngineOptions used, resolved (options.record())
+    stopped: dict[str, Any] | None = None  # callbacks.Training.record(): early stop and restored epoch, if any
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -103,9 +106,12 @@ def configure(model: Sequential, options: EngineOptions) -> Sequential:
 
 def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         resume: Checkpoint | None = None, options: EngineOptions | None = None) -> RunResult:
-    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`) as ``options`` say."""
+    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`) as ``options`` say.
+    With ``spec.validation`` a fraction, the last part of ``data``'s training images validates
+    (unless ``data`` was split already); the test set is scored once, at the end."""
     callbacks = callbacks or Callbacks()
     options = (options or EngineOptions()).resolved()
+    data = with_validation(spec, data)
     model = make_model(spec, data, options)
     if options.channels_last and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)  # before the optimizer sees the parameters
@@ -114,8 +120,11 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     for module in model.modules():  # dropout and noise draw from the run's own generator
         if hasattr(module, "generator"):
             module.generator = noise
+    training = Training(build_callbacks(spec.callbacks), learning_rate(spec.optimizer_call()),
+                        lambda: {k: v.detach().clone() for k, v in model.state_dict().items()})
+    batches = math.ceil(len(data.x_train) / spec.batch_size)
     history: list[dict[str, float]] = []
-    seconds = 0.0
+    seconds, step = 0.0, 0
     if resume is not None:
         model.load_state_dict(resume.model)
         # the state only (step, moments, momentum buffers by parameter index): both engines write it
@@ -124,32 +133,59 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         noise.set_state(resume.torch_rng)
         shuffle.set_state(resume.shuffle_rng)
         history, seconds = list(resume.history), resume.seconds
+        step = resume.step if resume.step is not None else resume.epoch * batches
+        training.load(resume.training, resume.kept)
     if callbacks.on_start:
         callbacks.on_start(len(history), spec.epochs)
     status, error = "done", None
     for epoch in range(len(history), spec.epochs):
-        start = time.perf_counter()
+        if training.stop_training:  # resumed after the epoch a callback stopped at
+            break
+        start, lr = time.perf_counter(), training.lr.at(step)
         try:
             loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks,
-                                          options.graph_free_mlp_step)
+                                          options.graph_free_mlp_step, training.lr, step)
         except Diverged as exc:
             status, error = "diverged", str(exc).format(epoch=epoch + 1)
             break
+        step += batches
         row = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
-        if spec.validation == "test":
-            row["val_loss"], row["val_accuracy"], _ = evaluate(model, data.x_test, data.y_test, options.eval_bytes)
+        val = validation_set(spec, data)
+        if val is not None:
+            row["val_loss"], row["val_accuracy"], _ = evaluate(model, *val, options.eval_bytes)
+        row["lr"] = lr  # the learning rate of the epoch's first step
         row["seconds"] = time.perf_counter() - start
         seconds += row["seconds"]
         history.append(row)
+        training.epoch_end(epoch, row)
         if callbacks.on_epoch:
-            callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
+            callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds,
+                                            step, training))
+    kept = training.train_end() if status == "done" else None
+    if kept is not None:  # restore_best_weights: the final metrics are the kept weights'
+        model.load_state_dict(kept)
     result = _finish(spec, model, data, history, seconds, status, error, options.eval_bytes)
-    result.engine = options.record()
+    result.engine, result.stopped = options.record(), training.record()
     return result
 
 
+def with_validation(spec: RunSpec, data: TrainData) -> TrainData:
+    """``data`` with the run's validation split held out (``validation = 0.1``), if not already."""
+    if isinstance(spec.validation, float) and data.x_val is None:
+        return data.split(spec.validation)
+    return data
+
+
+def validation_set(spec: RunSpec, data: TrainData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The images ``val_loss``/``val_accuracy`` are measured on: the test set, the split, or none."""
+    if spec.validation == "test":
+        return data.x_test, data.y_test
+    return None if spec.validation == "none" else (data.x_val, data.y_val)
+
+
 def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: TrainData, batch_size: int,
-                 shuffle: torch.Generator, callbacks: Callbacks, graph_free: bool) -> tuple[float, float]:
+                 shuffle: torch.Generator, callbacks: Callbacks, graph_free: bool, lr: LearningRate,
+                 first_step: int) -> tuple[float, float]:
     model.train()
     x, y = data.x_train, data.y_train
     n = x.shape[0]
@@ -172,6 +208,8 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
                 loss = loss + model.regularization_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+        for group in optimizer.param_groups:  # Keras: the schedule at the optimizer's step count
+            group["lr"] = lr.at(first_step + b)
         optimizer.step()
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(1) == yb).sum()

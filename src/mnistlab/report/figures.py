@@ -27,7 +27,7 @@ from .stats import summarize
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
-TRAIN, VALIDATION = "#1f77b4", "#ff7f0e"
+TRAIN, VALIDATION, LEARNING_RATE = "#1f77b4", "#ff7f0e", "#2ca02c"
 MAX_VIOLIN_POINTS = 10_000  # per layer: keeps a study of a few models under a few MB
 MISTAKES_SHOWN = 24  # misclassified test images drawn per model
 LOG_KEYS = ("learning_rate", "lr")  # sweep keys (last dotted part) drawn on a log axis
@@ -79,17 +79,30 @@ def _line(fig: go.Figure, histories, key: str, name: str, color: str, col: int, 
                              meta={"metric": key}), row=1, col=col)
 
 
-def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]]) -> go.Figure:
-    """Train vs validation loss and accuracy per epoch (the seeds' ``plt_dynamic``), side by side."""
-    fig = _figure(1, 2, ("loss", "accuracy"), horizontal_spacing=0.1)
+def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]], validation: str = "") -> go.Figure:
+    """Train vs validation loss and accuracy per epoch (the seeds' ``plt_dynamic``), side by side, and
+    the learning rate of each epoch where it varies (a schedule, ReduceLROnPlateau). ``validation``
+    names the images the ``val_*`` figures come from, for the title (``test set``, ``10% split``)."""
+    varies = lr_varies(histories)
+    fig = _figure(1, 3 if varies else 2, ("loss", "accuracy", "learning rate")[:3 if varies else 2],
+                  horizontal_spacing=0.07 if varies else 0.1)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
         _line(fig, histories, metric, "train", TRAIN, col, legend=col == 1)
         _line(fig, histories, f"val_{metric}", "validation", VALIDATION, col, legend=col == 1)
+    if varies:
+        _line(fig, histories, "lr", "learning rate", LEARNING_RATE, 3, legend=True)
+        positive = all(r["lr"] > 0 for h in histories for r in h if r.get("lr") is not None)
+        fig.update_yaxes(type="log" if positive else None, exponentformat="power", row=1, col=3)
     _epoch_axis(fig, histories)
     n = len(histories)
-    note = "one run" if n == 1 else f"mean ± 1 std over {n} runs"
+    note = ("one run" if n == 1 else f"mean ± 1 std over {n} runs") + (f"; validation: {validation}" if validation else "")
     fig.update_layout(title_text=f"{title} <span style='color:#777'>({note})</span>", height=360)
     return fig
+
+
+def lr_varies(histories: Sequence[Sequence[dict[str, Any]]]) -> bool:
+    """True when some run's learning rate changed between epochs."""
+    return any(len({r["lr"] for r in h if r.get("lr") is not None}) > 1 for h in histories)
 
 
 def overlay(series: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]]) -> go.Figure:

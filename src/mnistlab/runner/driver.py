@@ -245,7 +245,10 @@ def save_result(store: Store, result: RunResult) -> None:
         store.save_json(run_id, "mistakes", result.mistakes)
         if result.predictions:  # the artifacts table, no schema change: a few KiB a run
             store.save_arrays(run_id, "predictions", result.predictions)
+    if result.history:  # the epochs table has fixed columns: the learning rate of each epoch lives here
+        store.save_json(run_id, "lr", [row.get("lr") for row in result.history])
+    ending = {"early_stopping": result.stopped} if result.stopped else {}  # tables show where it stopped
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
-                 seconds=result.seconds, error=result.error, environment=environment(result.engine))
+                 seconds=result.seconds, error=result.error, environment=environment(result.engine) | ending)
     store.drop_checkpoints(run_id)
 

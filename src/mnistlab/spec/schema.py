@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import CallSyntaxError, StudyError
 from ..registry import ARGUMENT_ALIASES
 from .calls import Call, parse_call
+from .runspec import RunSpec
 from .template import TemplateError, fill, names
 
 try:  # Python 3.11+; tomli is the same parser for 3.10
@@ -60,9 +60,22 @@ class TrainSettings(_Strict):
     # a Keras loss name or call: "categorical_crossentropy" after a softmax last layer, or
     # "CategoricalCrossentropy(from_logits=True)" after a linear one (engine/losses.py checks the pairing)
     loss: str = "categorical_crossentropy"
-    validation: Literal["test", "none"] = "test"  # the seeds validate on the test set every epoch
+    # "test": the test set every epoch (the seeds' way); a fraction in (0, 1): the last part of the
+    # training images held out before shuffling (Keras' validation_split), the test set scored once at
+    # the end; "none": no validation
+    validation: str | float = "test"
+    callbacks: list[str] = []  # Keras callback calls: "EarlyStopping(monitor='val_loss', patience=3)"
     train_size: int | None = Field(None, ge=1)  # first N training images only (quick studies, tests)
     test_size: int | None = Field(None, ge=1)
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _validation(cls, value: Any) -> Any:
+        fraction = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+        if value not in ("test", "none") and not fraction:
+            raise ValueError(f'must be "test", "none" or the fraction of the training images to hold out, '
+                             f'in (0, 1) like 0.1; got {value!r}')
+        return float(value) if fraction else value
 
 
 class ModelEntry(_Strict):
@@ -73,6 +86,7 @@ class ModelEntry(_Strict):
     epochs: int | None = Field(None, ge=1, le=10_000)
     batch_size: int | None = Field(None, ge=1)
     optimizer: str | None = None
+    callbacks: list[str] | None = None  # replaces [train] callbacks for this model ([] for none)
     sweep: dict[str, list[Any]] = {}
     repeats: int | None = Field(None, ge=1, le=1000)
 
@@ -119,62 +133,6 @@ class Study(_Strict):
         """``path:line`` of the first line containing ``needle`` (as a TOML key if ``key``), or the path."""
         line = _line_of(self.source or "", needle, key) if needle else None
         return f"{self.path or '<study>'}:{line}" if line else (self.path or "<study>")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One fully resolved training run. Plain data; its :attr:`id` is the hash of what changes training."""
-
-    study: str
-    model: str  # the model's display name in its study
-    layers: tuple[str, ...]  # canonical layer call texts, templates resolved
-    dataset: str
-    epochs: int
-    batch_size: int
-    optimizer: str  # canonical call text, e.g. "sgd(learning_rate=0.1)"
-    loss: str
-    validation: str
-    train_size: int | None
-    test_size: int | None
-    seed: int
-    repeat: int = 0
-    sweep: tuple[tuple[str, Any], ...] = ()  # the grid point, for tables and grouping
-    point: str = field(default="", compare=False)  # "units=64, lr=0.01": the grid point as text
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the trained weights; the display names and grid labels are not part of it."""
-        return {"layers": list(self.layers), "dataset": self.dataset, "epochs": self.epochs,
-                "batch_size": self.batch_size, "optimizer": self.optimizer, "loss": self.loss,
-                "validation": self.validation, "train_size": self.train_size,
-                "test_size": self.test_size, "seed": self.seed}
-
-    @property
-    def id(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-    @property
-    def label(self) -> str:
-        """The group a run's repeats share in tables: model name plus grid point."""
-        return f"{self.model} [{self.point}]" if self.point else self.model
-
-    def layer_calls(self) -> tuple[Call, ...]:
-        return tuple(parse_call(text) for text in self.layers)
-
-    def optimizer_call(self) -> Call:
-        return parse_call(self.optimizer, bare_name_ok=True)
-
-    def to_json(self) -> dict[str, Any]:
-        data = dict(self.identity(), study=self.study, model=self.model, repeat=self.repeat,
-                    sweep=dict(self.sweep), point=self.point)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunSpec":
-        fields = dict(data)
-        fields["layers"] = tuple(fields["layers"])
-        fields["sweep"] = tuple(sorted(fields.get("sweep", {}).items()))
-        return cls(**fields)
 
 
 def load_study(path: str | Path, yes: bool = False) -> Study:
@@ -257,7 +215,7 @@ def _pydantic_message(exc: ValidationError, path: str, text: str) -> str:
     if loc and loc[0] == "model" and len(loc) > 1:
         loc[1] = f"[{int(loc[1]) + 1}]"  # [[model]] tables are counted from 1 for people
     field_path = ".".join(loc).replace(".[", "[") or "study"
-    message = err["msg"]
+    message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         known = {"": Study, "train": TrainSettings}.get(loc[0] if len(loc) == 2 else "", None)
         known = known or (ModelEntry if loc[0] == "model" else Study)
@@ -265,8 +223,8 @@ def _pydantic_message(exc: ValidationError, path: str, text: str) -> str:
         message = f"unknown field; expected one of: {', '.join(fields)}"
     elif err["type"] == "missing":
         message = "required field is missing"
-    elif "input" in err and not isinstance(err["input"], dict):
-        message += f" (got {err['input']!r})"
+    elif "input" in err and not isinstance(err["input"], dict) and err["type"] != "value_error":
+        message += f" (got {err['input']!r})"  # a validator's own message says what it got
     number = _line_of(text, loc[-1], key=True) if loc and err["type"] != "missing" else None
     return f"{path}{f':{number}' if number else ''}: {field_path}: {message}"
 
@@ -277,11 +235,14 @@ def _check_model_syntax(study: Study, model: ModelEntry) -> None:
             parse_call(fill(layer, {name: 1 for name in names(layer)}))
         except (CallSyntaxError, TemplateError) as exc:
             raise StudyError(f"{study.where(layer)}: model {model.name!r}, layer {index + 1} {layer!r}: {exc}") from None
-    for text in filter(None, [study.train.optimizer, model.optimizer]):
-        try:
-            parse_call(text, bare_name_ok=True)
-        except CallSyntaxError as exc:
-            raise StudyError(f"{study.where(text)}: optimizer {text!r}: {exc}") from None
+    for what, texts in (("optimizer", [study.train.optimizer, model.optimizer]),
+                        ("callback", [*study.train.callbacks, *(model.callbacks or [])])):
+        for text in filter(None, texts):
+            try:
+                parse_call(fill(text, {name: 1 for name in names(text)}), bare_name_ok=True)
+            except (CallSyntaxError, TemplateError) as exc:
+                owner = f"model {model.name!r}: " if what == "callback" else ""
+                raise StudyError(f"{study.where(text)}: {owner}{what} {text!r}: {exc}") from None
     try:
         parse_call(study.train.loss, bare_name_ok=True)
     except CallSyntaxError as exc:
@@ -332,8 +293,18 @@ def expand(study: Study) -> list[RunSpec]:
     return runs
 
 
+def _templated(study: Study, model: ModelEntry, grid: dict[str, list[Any]]) -> list[str]:
+    """Every text of a model that may hold template variables: layers, optimizer(s), callbacks."""
+    optimizers = [model.optimizer or study.train.optimizer] + [v for v in grid.get("optimizer", []) if isinstance(v, str)]
+    return [*model.layers, *optimizers, *_callbacks_of(study, model)]
+
+
+def _callbacks_of(study: Study, model: ModelEntry) -> list[str]:
+    return study.train.callbacks if model.callbacks is None else model.callbacks
+
+
 def _check_sweep(study: Study, model: ModelEntry, grid: dict[str, list[Any]]) -> None:
-    used = {name for layer in model.layers for name in names(layer)}
+    used = {name for text in _templated(study, model, grid) for name in names(text)}
     for key, values in grid.items():
         where = f"{study.where(key, key=True)}: sweep {key!r}"
         if not values:
@@ -355,15 +326,17 @@ def _resolve(study: Study, model: ModelEntry, point: dict[str, Any]) -> RunSpec:
                 "batch_size": model.batch_size or study.train.batch_size,
                 "optimizer": model.optimizer or study.train.optimizer}
     settings.update({k: v for k, v in point.items() if k in SETTINGS})
-    optimizer = _optimizer_text(settings["optimizer"], {k.split(".", 1)[1]: v for k, v in point.items()
-                                                        if k.startswith("optimizer.")})
+    optimizer = _optimizer_text(fill(settings["optimizer"], point),
+                                {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("optimizer.")})
     layers = tuple(_parsed(fill(layer, point)).text() for layer in model.layers)
+    callbacks = tuple(_canonical(_parsed(fill(text, point), bare_name_ok=True)).text()
+                      for text in _callbacks_of(study, model))
     label = ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in sorted(point.items()))
     return RunSpec(study=study.name, model=model.name, layers=layers, dataset=study.dataset,
                    epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
                    optimizer=optimizer, loss=_call_text(study.train.loss), validation=study.train.validation,
                    train_size=study.train.train_size, test_size=study.train.test_size,
-                   seed=derive_seed(study.seed, 0), repeat=0,
+                   seed=derive_seed(study.seed, 0), repeat=0, callbacks=callbacks,
                    sweep=tuple(sorted(point.items())), point=label)
 
 
@@ -374,11 +347,21 @@ def _parsed(text: str, bare_name_ok: bool = False) -> Call:
 
 
 def _optimizer_text(text: str, overrides: dict[str, Any]) -> str:
-    """Canonical optimizer text: lower-case name, Keras 2's ``lr`` spelled ``learning_rate``, sorted."""
+    """Canonical optimizer text: lower-case name, Keras 2's ``lr`` spelled ``learning_rate``, arguments
+    sorted, a nested schedule's too. A swept ``optimizer.learning_rate`` may be a number or a schedule's
+    call text (``"CosineDecay(0.1, 4690)"``)."""
     call = _parsed(text, bare_name_ok=True)
     kwargs = {ARGUMENT_ALIASES.get(k, k): v for k, v in call.kwargs}
-    kwargs.update(overrides)
-    return Call(call.name.lower(), call.args, tuple(sorted(kwargs.items()))).text()
+    kwargs.update({k: parse_call(v) if isinstance(v, str) and "(" in v else v for k, v in overrides.items()})
+    return _canonical(Call(call.name.lower(), call.args, tuple(kwargs.items()))).text()
+
+
+def _canonical(value: Any) -> Any:
+    """A call with its keyword arguments sorted, nested calls too: one text per meaning."""
+    if not isinstance(value, Call):
+        return value
+    kwargs = sorted(((k, _canonical(v)) for k, v in value.kwargs), key=lambda kv: kv[0])
+    return Call(value.name, tuple(_canonical(a) for a in value.args), tuple(kwargs))
 
 
 def _call_text(text: str) -> str:
