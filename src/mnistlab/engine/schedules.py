@@ -38,10 +38,9 @@ def _flag(owner: object, name: str, value: Any) -> None:
         raise OptimizerError(f"{type(owner).__name__} {name} must be True or False, got {value!r}")
 
 
-@SCHEDULES.register("ExponentialDecay")
 @dataclass(frozen=True)
-class ExponentialDecay:
-    """``initial_learning_rate * decay_rate ** (step / decay_steps)``; the exponent floored if ``staircase``."""
+class _Decay:
+    """What ExponentialDecay and InverseTimeDecay share: their arguments and their checks."""
 
     initial_learning_rate: float
     decay_steps: int
@@ -54,9 +53,19 @@ class ExponentialDecay:
         _number(self, "decay_rate", self.decay_rate, 0)
         _flag(self, "staircase", self.staircase)
 
-    def __call__(self, step: int) -> float:
+    def progress(self, step: int) -> float:
+        """``step / decay_steps``, floored if ``staircase``."""
         p = step / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(p) if self.staircase else p)
+        return math.floor(p) if self.staircase else p
+
+
+@SCHEDULES.register("ExponentialDecay")
+@dataclass(frozen=True)
+class ExponentialDecay(_Decay):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)``; the exponent floored if ``staircase``."""
+
+    def __call__(self, step: int) -> float:
+        return self.initial_learning_rate * self.decay_rate ** self.progress(step)
 
 
 @SCHEDULES.register("PiecewiseConstantDecay")
@@ -90,23 +99,11 @@ class PiecewiseConstantDecay:
 
 @SCHEDULES.register("InverseTimeDecay")
 @dataclass(frozen=True)
-class InverseTimeDecay:
+class InverseTimeDecay(_Decay):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps)``; the ratio floored if ``staircase``."""
 
-    initial_learning_rate: float
-    decay_steps: int
-    decay_rate: float
-    staircase: bool = False
-
-    def __post_init__(self) -> None:
-        _number(self, "initial_learning_rate", self.initial_learning_rate, 0)
-        _number(self, "decay_steps", self.decay_steps, 0, strict=True)
-        _number(self, "decay_rate", self.decay_rate, 0)
-        _flag(self, "staircase", self.staircase)
-
     def __call__(self, step: int) -> float:
-        p = step / self.decay_steps
-        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(p) if self.staircase else p))
+        return self.initial_learning_rate / (1 + self.decay_rate * self.progress(step))
 
 
 @SCHEDULES.register("PolynomialDecay")
