@@ -56,14 +56,14 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
         retry_failed: bool = False, group: bool = True, workers: int = 1) -> Outcome:
     """Train every run of the study that is not done yet; the store defaults to ``mnistlab.db`` beside it.
 
-    ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    ``workers > 1`` trains in that many local processes sharing the store (no progress, only notes).
     """
     if not isinstance(study, Study):
         study = load_study(study)
     if not isinstance(store, Store):
         store = Store.for_study(study.path or ".", store) if study.path else Store(store or "mnistlab.db")
     if workers > 1:
-        return EXECUTORS["processes"](study, store, retry_failed=retry_failed, group=group, workers=workers)
+        return EXECUTORS["processes"](study, store, reporter, retry_failed=retry_failed, group=group, workers=workers)
     return EXECUTORS["inline"](study, store, reporter, retry_failed=retry_failed, group=group)
 
 
