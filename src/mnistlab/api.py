@@ -140,7 +140,7 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
     ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
-    ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    ``workers > 1`` trains in that many local processes sharing the store (no progress, only notes).
     ``yes`` accepts a study file of more than 10,000 runs (as in :func:`load_study`).
     Returns :class:`Results`: what this call did (``.trained``, ``.resumed``, ``.skipped``, ``.diverged``,
     ``.failed``) and the study's results as DataFrames. ``progress`` (default: only under Jupyter) shows

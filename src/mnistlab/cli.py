@@ -134,11 +134,8 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
 def _say_interrupted(db, name: str) -> None:
     """One line: what the store kept, and the command that resumes."""
     global _interrupt_said
-    from .store import owner_dead, owner_id
-    runs = db.runs(study=name)
+    runs, kept = db.runs(study=name), db.resumable(name)
     done = sum(r["status"] == "done" for r in runs)
-    kept = [r for r in runs if r["status"] == "running"  # released, ours, or a worker's that ended with us
-            and (r["owner"] == owner_id() or owner_dead(r["owner"], r["heartbeat"]))]
     partial = ", ".join(f"{r['id'][:8]} after epoch {r['epochs_done']}/{r['spec']['epochs']}" for r in kept[:4])
     partial += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
     err.print(f"interrupted: {done} of {len(runs)} runs done and kept"
@@ -213,7 +210,7 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
         out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
     if run["damage"]:
         out.print(f"  [red]damaged:[/red] {escape(run['damage'])}; `mnistlab run --retry-failed` retrains it",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("table")

@@ -24,7 +24,7 @@ from ..engine.options import EngineOptions
 from ..errors import StudyError
 from ..spec import Study, parse_study
 from ..store import Store
-from .driver import Outcome, Reporter, run_study
+from .driver import Outcome, Reporter, run_study, warn_same_name
 from .options import RunOptions
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -42,6 +42,8 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
     if store.engine.url.get_backend_name() == "sqlite" and store.engine.url.database in (None, "", ":memory:"):
         raise StudyError("a process pool needs a store file or server, not an in-memory database")
     workers = options.workers
+    if reporter is not None:  # before any worker registers the study under this file
+        warn_same_name(study, store, reporter)
     engine = replace(engine, threads=engine.threads or max(1, (os.cpu_count() or 1) // workers))
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     args = [(study.path, study.source, store.url, str(store.artifacts_dir), options, engine)] * workers

@@ -31,7 +31,6 @@ from .schema import (METRICS, MIGRATIONS, SCHEMA_LOCK, SCHEMA_VERSION, STATUSES,
                      meta, runs, studies, study_runs)
 
 STALE_AFTER = 600  # seconds without a heartbeat before another host may take a running run over
-_now = now
 
 
 def owner_id() -> str:
@@ -282,6 +281,12 @@ class Store(Artifacts):
             if r["id"] in damaged:
                 r.update(status="damaged", damage=damaged[r["id"]])
         return out
+
+    def resumable(self, study: str) -> list[dict[str, Any]]:
+        """The study's runs left ``running`` that the next ``mnistlab run`` resumes: released (Ctrl-C),
+        this process's own, or of a process that is gone."""
+        return [r for r in self.runs(study=study) if r["status"] == "running"
+                and (r["owner"] == owner_id() or owner_dead(r["owner"], r["heartbeat"]))]
 
     def history(self, run_id: str) -> list[dict[str, float]]:
         with self._connect() as conn:
