@@ -85,4 +85,4 @@ def test_kill_at_each_point_loses_nothing(tmp_path, reference, point):
     same_numbers(finals(path), reference)
     if point != "finished":
         files = sorted(p.name for p in (tmp_path / "mnistlab-artifacts" / run["id"]).iterdir())
-        assert files == ["weights.safetensors"]  # no half-written or replaced file left behind
+        assert files == ["predictions.safetensors", "weights.safetensors"]  # no half-written or replaced file left behind
