@@ -50,11 +50,16 @@ def trained(tmp_path_factory, mnist):
     """A store with one done run per model: {'mlp', 'cnn', 'logits'} -> run id (1 epoch on 2,000 images)."""
     folder = tmp_path_factory.mktemp("trained")
     path = folder / "study.toml"
-    path.write_text(textwrap.dedent(tiny_study(models={"mlp": MLP, "cnn": CNN, "logits": LOGITS}, epochs=1)))
+    path.write_text(textwrap.dedent(tiny_study(models={"mlp": MLP, "cnn": CNN}, epochs=1)))
     run(load_study(path))
+    logits = folder / "logits.toml"  # a linear last layer trains with from_logits=True, in a study of its own
+    logits.write_text(textwrap.dedent(tiny_study(name="tiny-logits", models={"logits": LOGITS}, epochs=1)).replace(
+        "[train]\n", '[train]\nloss = "CategoricalCrossentropy(from_logits=True)"\n'))
+    run(load_study(logits))
     store = Store.for_study(path)
-    ids = {r["model"]: r["id"] for r in store.runs(study="tiny")}
-    assert all(r["status"] == "done" for r in store.runs(study="tiny"))
+    runs = store.runs(study="tiny") + store.runs(study="tiny-logits")
+    ids = {r["model"]: r["id"] for r in runs}
+    assert all(r["status"] == "done" for r in runs) and len(ids) == 3
     return store, ids, folder / "mnistlab.db"
 
 
