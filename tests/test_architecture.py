@@ -18,22 +18,22 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mnistlab"
 MAX_LINES = 400
 
 # component -> the components it may import (leaves: errors, registry, numerics, version)
-LEAVES = {"errors", "registry", "numerics", "version"}
+LEAVES = {"errors", "registry", "numerics", "version", "wording"}
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "version": set(), "numerics": set(), "registry": {"errors"},
+    "errors": set(), "version": set(), "numerics": set(), "registry": {"errors"}, "wording": set(),
     "spec": {"errors", "registry"},
     "data": {"errors", "registry"},
     "store": {"errors", "numerics"},
     "images": {"errors"},
     "engine": {"errors", "registry", "numerics", "spec", "data"},
-    "runner": {"errors", "version", "numerics", "engine", "spec", "store", "data"},
-    "report": {"errors", "numerics", "store", "images"},
+    "runner": {"errors", "version", "numerics", "wording", "engine", "spec", "store", "data"},
+    "report": {"errors", "numerics", "wording", "store", "images"},
     "frames": {"errors", "store", "report"},  # results as pandas DataFrames
     "notebook": {"errors", "spec", "store", "report", "frames"},  # Results, progress bars, inline reports
     "api": {"errors", "version", "numerics", "registry", "runner", "engine", "spec", "store", "data", "report",
             "images", "notebook"},
     "console": {"errors"},  # progress and tables as the CLI prints them
-    "cli": {"errors", "api", "report", "store", "spec", "console"},  # read commands skip the api: no torch for `ls`
+    "cli": {"errors", "wording", "api", "report", "store", "spec", "console"},  # read commands skip the api: no torch for `ls`
     "__init__": {"version", "api", "store", "notebook"},
 }
 

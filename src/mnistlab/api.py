@@ -179,12 +179,6 @@ def plan(study: Study | str | Path, store: Store | str | None = None, group: boo
     return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate)
 
 
-def duration(seconds: float) -> str:
-    """``2 h 5 min``-style text for an estimate (the plan's own wording)."""
-    from .runner.estimate import duration as text
-    return text(seconds)
-
-
 def _open_store(study: Study, store: Store | str | None) -> Store:
     if isinstance(store, Store):
         return store

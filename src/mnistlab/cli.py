@@ -269,7 +269,7 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
          retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
     """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
     from .api import load_study, plan as plan_api
-    from .api import duration
+    from .wording import duration
     from .errors import NoStore
     try:
         db = _store(store, study)

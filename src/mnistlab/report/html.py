@@ -20,6 +20,7 @@ import plotly.offline
 
 from ..errors import DamagedArtifact, ReportError
 from ..store import Store
+from ..wording import duration
 from . import differences, figures
 from .assets import CSS, HEAD_JS, TAIL_JS
 from .cells import METRIC_COLUMNS, badge, esc, table_row, verdicts
@@ -153,7 +154,7 @@ def header_facts(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[tup
             ("loss", esc(_distinct(specs, lambda s: s.get("loss", "")))),
             ("validation", esc(_distinct(specs, lambda s: validation_text(s.get("validation", "test"))))),
             ("trained", f"{_time(min(started))} → {_time(max(finished))}" if started and finished else ""),
-            ("total training time", _duration(sum(seconds)) if seconds else ""),
+            ("total training time", duration(sum(seconds), decimals=1) if seconds else ""),
             ("software", esc(_distinct(runs, _software))),
             ("hardware", esc(_distinct(runs, _hardware))),
             ("study file", esc(record.get("path") or ""))]
@@ -341,11 +342,3 @@ def _time(value: dt.datetime | str) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"

@@ -18,6 +18,7 @@ from typing import Any
 from ..engine import cost
 from ..spec import RunSpec, Study, expand
 from ..store import Store
+from ..wording import duration
 from .driver import plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
@@ -130,12 +131,3 @@ def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], know
     known[key] = GroupCost(labels, len(members), cost.macs_per_image(spec), cost.macs_per_run(spec), per_run,
                            source, cost.peak_bytes(members))
     return known[key]
-
-
-def duration(seconds: float) -> str:
-    """``45 s``, ``3 min 20 s``, ``5 h 07 min``."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, sec = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:,} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
