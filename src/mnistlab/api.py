@@ -62,7 +62,8 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
     ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
-    ``workers > 1`` trains in that many local processes sharing the store (no progress reports).
+    ``workers > 1`` trains in that many local processes sharing the store (no progress reports);
+    ``executor="ray"`` on a Ray cluster (``address=``; docs/DISTRIBUTED.md).
     """
     if not isinstance(study, Study):
         study = load_study(study)
@@ -71,7 +72,7 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     options = replace(options or RunOptions(), **settings)
     if options.workers > 1 and options.executor == "inline":
         options = replace(options, executor="processes")
-    engine = engine or EngineOptions.from_environment()
+    engine = engine or EngineOptions.from_environment(settings=study.train)  # its [train] device and precision
     return EXECUTORS[options.executor](study, store, reporter, options, engine)
 
 

@@ -81,23 +81,35 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
                                                                    "vectorised group (default) or one by one."),
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
-                                                                "(each with cores/N threads); 1 trains here.")):
+                                                                "(each with cores/N threads); 1 trains here."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or ray "
+                                               "[default: inline; processes with --workers N]"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto (one started with "
+                                              "`ray start --head` here) or HOST:PORT [default: $RAY_ADDRESS, "
+                                              "else a local cluster for this run]"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [default: the study's "
+                                             "[train] device, auto: a CUDA GPU when there is one]"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights) "
+                                                "[default: the study's [train] precision, fp32]")):
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import EngineOptions, RunOptions, load_study, run as run_api
     spec = load_study(study)
     db = _store(store, study)
-    reporter = _reporter(quiet or workers > 1)
-    if workers > 1 and not quiet:
-        err.print(f"training in {workers} worker processes…", highlight=False)
+    executor = executor or ("processes" if workers > 1 else "inline")
+    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
+    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
+    reporter = _reporter(quiet or executor == "processes")
+    if executor != "inline" and not quiet:
+        where = f"{workers} worker processes" if executor == "processes" else f"Ray ({address or 'local cluster'})"
+        err.print(f"training in {escape(where)}…", highlight=False)
     try:
-        options = RunOptions(retry_failed=retry_failed, group=group, workers=workers,
-                             executor="processes" if workers > 1 else "inline")
-        outcome = run_api(spec, db, reporter, options, EngineOptions.from_environment())
+        outcome = run_api(spec, db, reporter, options, engine)
     finally:
         reporter.close()
     if not quiet:
+        again = f", resubmitted {len(outcome.resubmitted)}" if outcome.resubmitted else ""
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
-                  f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}; "
+                  f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}{again}; "
                   f"store: {db.url}", highlight=False)
     if table:
         _print_table(db, spec.name)
@@ -302,6 +314,12 @@ class _Reporter:
                                         highlight=False)
         elif not self.quiet:
             err.print(f"{status} {spec.label}: {detail}", highlight=False)
+
+    def notice(self, text: str) -> None:  # the Ray driver: a worker or node died, its run resubmitted
+        if self.progress:
+            self.progress.console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
+        else:
+            err.print(text, highlight=False, markup=False)
 
     def close(self) -> None:
         if self.progress:

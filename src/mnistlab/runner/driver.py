@@ -4,7 +4,9 @@
 
 Runs already done (same id) are skipped; failed and diverged runs are retried only with
 ``retry_failed``; a run left ``running`` by a process that died is resumed from its last epoch
-checkpoint. The store is written only here, in the driving process.
+checkpoint. The store is written only here, in the driving process: :func:`claim`,
+:func:`commit_epoch`, :func:`record_failure` and :func:`save_result` are the steps every executor
+takes (the Ray driver too, with what its workers send back).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import platform
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -56,6 +58,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # done already, or another process has it
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)  # Ray: its worker died; continued from its checkpoint
 
 
 def environment(engine: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +76,9 @@ def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int |
 
 
 def data_for(spec: RunSpec, engine: EngineOptions | None = None) -> TrainData:
-    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, (engine or EngineOptions()).device)
+    """The run's dataset from this machine's verified cache, on the engine's device (kept per process)."""
+    device = (engine or EngineOptions()).resolved().device
+    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, device)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -91,6 +96,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     """Train every run of ``study`` not yet done, as ``options`` say (retrying failed runs, grouping
     same-shape runs) with the engine computing as ``engine`` says."""
     reporter, options, engine = reporter or Silent(), options or RunOptions(), engine or EngineOptions()
+    engine.check_available()
     if engine.threads:
         torch.set_num_threads(engine.threads)
     specs = register(study, store)
@@ -98,25 +104,33 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
     for planned in plan(specs, options.group):
-        claimed = []
-        for spec in planned:  # claim just before training, so another process can take other groups
-            previous = store.claim(spec.id, retry_failed=options.retry_failed)
-            if previous is None:
-                outcome.skipped.append(spec.id)
-            else:
-                resume = _checkpoint(store, spec) if previous == "running" else None
-                claimed.append((spec, resume))
-        by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
-        for spec, ck in claimed:  # members resume together only from the same epoch
-            by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
-        for epoch, members in sorted(by_epoch.items()):
-            for spec, _ in members:
-                store.reset_epochs(spec.id, keep=epoch)
-                (outcome.resumed if epoch else outcome.trained).append(spec.id)
+        for members in claim(store, planned, options, outcome):  # just before training: others take other groups
             for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
     return outcome
+
+
+def claim(store: Store, planned: list[RunSpec], options: RunOptions,
+          outcome: Outcome) -> list[list[tuple[RunSpec, Checkpoint | None]]]:
+    """Take the runs of one planned group that are ours to train, each with the checkpoint it resumes
+    from (a run left ``running`` by a dead process), split by that epoch (members resume together
+    only from the same one); their history after it is dropped and ``outcome`` says what was taken."""
+    claimed = []
+    for spec in planned:
+        previous = store.claim(spec.id, retry_failed=options.retry_failed)
+        if previous is None:
+            outcome.skipped.append(spec.id)
+        else:
+            claimed.append((spec, last_checkpoint(store, spec) if previous == "running" else None))
+    by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
+    for spec, ck in claimed:
+        by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
+    for epoch, members in by_epoch.items():
+        for spec, _ in members:
+            store.reset_epochs(spec.id, keep=epoch)
+            (outcome.resumed if epoch else outcome.trained).append(spec.id)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
@@ -138,8 +152,8 @@ def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
     return order
 
 
-def _checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
-    """The run's last epoch checkpoint; either engine resumes from it."""
+def last_checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
+    """The run's last committed epoch checkpoint; either engine resumes from it."""
     loaded = store.load_arrays(spec.id, "checkpoint")
     return checkpoint_from_arrays(*loaded) if loaded else None
 
@@ -152,36 +166,60 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
 
     def on_epoch(spec: RunSpec):
         def save(row: dict[str, float], ck: Checkpoint) -> None:
-            store.save_arrays(spec.id, "checkpoint", *checkpoint_to_arrays(ck))  # weights first, then the row
-            store.add_epoch(spec.id, row)
+            commit_epoch(store, spec.id, row, *checkpoint_to_arrays(ck))
             reporter.epoch(spec, row)
         return save
 
     reporter.run_started(specs, resume[0].epoch if resume else 0)
     try:
-        data = data_for(specs[0], engine)
-        if len(specs) > 1:
-            results = fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
-                                resume=resume, on_batch=reporter.batch, options=engine)
-        else:
-            results = [fit(specs[0], data, Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
-                           resume=resume[0] if resume else None, options=engine)]
+        results = train_members(specs, resume, engine, on_epoch, reporter.batch)
     except KeyboardInterrupt:
         for spec in specs:
             store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
         raise
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        for spec in specs:
-            store.finish(spec.id, "failed", error=message, environment=environment(engine.record()))
-            store.save_json(spec.id, "traceback", traceback.format_exc())
-            reporter.run_finished(spec, "failed", message)
+        record_failure(store, reporter, specs, failure_message(exc), traceback.format_exc(),
+                       environment(engine.record()))
         return [(spec, "failed") for spec in specs]
     for result in results:
         save_result(store, result)
         reporter.run_finished(result.spec, result.status,
                               result.error or f"test accuracy {result.test_accuracy:.4f}")
     return [(r.spec, r.status) for r in results]
+
+
+def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine: EngineOptions,
+                  on_epoch: Callable[[RunSpec], Callable[[dict[str, float], Checkpoint], None]],
+                  on_batch: Callable[[int, int, float, float], None] | None) -> list[RunResult]:
+    """Train ``specs`` (one run, or a group of same-shape runs) on this machine's copy of their data;
+    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs."""
+    data = data_for(specs[0], engine)
+    if len(specs) > 1:
+        return fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
+                         resume=resume, on_batch=on_batch, options=engine)
+    return [fit(specs[0], data, Callbacks(on_batch=on_batch, on_epoch=on_epoch(specs[0])),
+                resume=resume[0] if resume else None, options=engine)]
+
+
+def commit_epoch(store: Store, run_id: str, row: dict[str, float], arrays: dict[str, Any],
+                 metadata: dict[str, str]) -> None:
+    """One finished epoch into the store: its checkpoint (``checkpoint_to_arrays``) first, then its row."""
+    store.save_arrays(run_id, "checkpoint", arrays, metadata)
+    store.add_epoch(run_id, row)
+
+
+def failure_message(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, as a failed run records it."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def record_failure(store: Store, reporter: Reporter, specs: list[RunSpec], message: str, trace: str,
+                   env: dict[str, Any]) -> None:
+    """Mark ``specs`` failed with ``message`` (their traceback kept as an artifact) and tell the reporter."""
+    for spec in specs:
+        store.finish(spec.id, "failed", error=message, environment=env)
+        store.save_json(spec.id, "traceback", trace)
+        reporter.run_finished(spec, "failed", message)
 
 
 def save_result(store: Store, result: RunResult) -> None:
@@ -196,4 +234,3 @@ def save_result(store: Store, result: RunResult) -> None:
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
                  seconds=result.seconds, error=result.error, environment=environment(result.engine))
     store.drop_artifact(run_id, "checkpoint")
-

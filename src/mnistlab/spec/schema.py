@@ -60,6 +60,10 @@ class TrainSettings(_Strict):
     validation: Literal["test", "none"] = "test"  # the seeds validate on the test set every epoch
     train_size: int | None = Field(None, ge=1)  # first N training images only (quick studies, tests)
     test_size: int | None = Field(None, ge=1)
+    # how the engine computes, not what a run is (not in the run id; recorded with each run):
+    # where (auto: a CUDA GPU when torch sees one) and in what precision (bf16: autocast, fp32 weights)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class ModelEntry(_Strict):
