@@ -81,6 +81,7 @@ def test_same_results_as_inline_with_groups_and_workers_on_both_nodes(cluster, w
     refs, ref_store = inline_reference(write_study, text)
     runs = same_numbers(Store.for_study(path), ref_store, refs)
     assert {r["environment"]["executor"] for r in runs} == {"ray"}
+    assert len({r["environment"]["ray_node"] for r in runs}) == 2  # both worker nodes trained
     assert {r["environment"]["threads"] for r in runs} == {1}
     assert all(Store.for_study(path).load_arrays(r["id"], "checkpoint") is None for r in runs)  # dropped when done
     assert on_ray(path).skipped == [r["id"] for r in runs]  # nothing trained twice
@@ -140,7 +141,7 @@ def test_a_worker_that_keeps_dying_is_recorded_failed_while_the_others_finish(cl
 @needs_ray
 def test_killed_driver_resumes_with_nothing_finished_retrained(cluster, write_study, mnist):
     models = {f"m{i}": [f"Dense({40 + 8 * i}, activation='relu')", "Dense(10, activation='softmax')"] for i in range(4)}
-    text = tiny_study(models=models, epochs=3, train_size=12_000)
+    text = tiny_study(models=models, epochs=3, train_size=6000)
     path = write_study(text)
     driver = subprocess.Popen([sys.executable, "-m", "mnistlab.cli", "run", str(path), "--executor", "ray",
                                "--address", cluster.address, "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -118,18 +118,15 @@ def train_task(specs: list[RunSpec], resume: list[tuple[list, dict[str, str]]] |
     def on_batch(batch: int, batches: int, loss: float, accuracy: float) -> None:
         inbox.put(("batch", tag, batch, batches, loss, accuracy))
 
+    where = {"executor": "ray", "node": host, "ray_node": ray.get_runtime_context().get_node_id()}
     try:
         engine.check_available()
         results = train_members(specs, checkpoints, engine, on_epoch, on_batch)
     except Exception as exc:  # noqa: BLE001 - recorded by the driver as the inline runner records it
-        return "failed", failure_message(exc), traceback.format_exc(), _where(environment(engine.record()), host)
+        return "failed", failure_message(exc), traceback.format_exc(), environment(engine.record()) | where
     for result in results:  # provenance of the machine that trained it, not the driver's
-        result.engine = _where(environment(result.engine), host)
+        result.engine = environment(result.engine) | where
     return "done", results
-
-
-def _where(env: dict[str, Any], host: str) -> dict[str, Any]:
-    return dict(env, executor="ray", node=host)
 
 
 @dataclass
