@@ -81,6 +81,8 @@ def test_bf16_forward_in_bf16_master_weights_optimizer_state_and_loss_in_fp32(mn
     state = saved[-1].optimizer["state"]
     assert all(t.dtype == torch.float32 for s in state.values() for t in s.values() if t.is_floating_point())
     assert half.engine["precision"] == "bf16" and half.engine["dense_gemm"] == "torch"
+    assert half.engine["bf16_native"] == torch.ops.mkldnn._is_mkldnn_bf16_supported()  # emulated bf16 is slow
+    assert "bf16_native" not in full.engine
     assert half.history[0]["loss"] != full.history[0]["loss"]  # bf16 numbers are not fp32's...
     assert half.test_accuracy == pytest.approx(full.test_accuracy, abs=0.03)  # ...but train as well
     assert half.test_accuracy > 0.75  # fp32: 0.82 on this slice

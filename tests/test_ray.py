@@ -177,3 +177,14 @@ def test_ray_executor_without_ray_says_how_to_install_it(write_study):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "pip install 'mnistlab[ray]'" in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--address", "auto"], "--address auto names a Ray cluster; use it with --executor ray"),
+    (["--executor", "ray", "--workers", "2"], "--workers is for --executor processes"),
+    (["--executor", "dask"], "executor 'dask' is unknown; use one of inline, processes, ray"),
+])
+def test_run_options_that_do_not_fit_together_are_one_line_errors(write_study, args, message):
+    from test_runner import mnistlab
+    done = mnistlab("run", write_study(tiny_study()), *args, check=False)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -100,7 +100,8 @@ class EngineOptions:
         used = self.resolved()
         name = torch.cuda.get_device_name(0) if used.device == "cuda" and torch.cuda.is_available() else None
         return dict(asdict(used), numerics=NUMERICS, threads=used.threads or torch.get_num_threads(),
-                    **({"device_name": name} if name else {}))
+                    **({"device_name": name} if name else {}),
+                    **({"bf16_native": bf16_native(used.device)} if used.precision == "bf16" else {}))
 
 
 def pick_device(device: str) -> str:
@@ -108,3 +109,12 @@ def pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def bf16_native(device: str) -> bool:
+    """Whether ``device`` computes bf16 in hardware (AVX512-BF16 or AMX for oneDNN; a GPU that supports it).
+    Elsewhere bf16 is emulated: on an AVX2-only CPU a step took 3-10x the fp32 time (docs/PERFORMANCE.md)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())

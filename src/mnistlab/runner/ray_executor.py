@@ -243,7 +243,7 @@ class _Driver:
             return self.resubmit(task, exc)
         except self.ray.exceptions.RayError as exc:  # the task could not run at all
             cause = getattr(exc, "cause", None) or exc
-            result = ("failed", failure_message(cause), str(exc), {"executor": "ray"})
+            result = ("failed", failure_message(cause), str(exc), self.environment())
         if result[0] == "failed":
             _, message, trace, env = result
             record_failure(self.store, self.reporter, task.specs, message, trace, env)
@@ -255,12 +255,16 @@ class _Driver:
             if run.status == "diverged":
                 self.outcome.diverged.append(run.spec.id)
 
+    def environment(self) -> dict[str, Any]:
+        """What a run that failed on the cluster records: the options asked for (where it ran is unknown)."""
+        return dict(environment(self.engine.record()), executor="ray")
+
     def resubmit(self, task: _Task, exc: BaseException) -> None:
         """Continue ``task``'s runs from their last committed checkpoints, or record them failed."""
         reason = f"{type(exc).__name__}: the worker ({task.where or 'not started yet'}) died"
         if task.tries >= self.options.resubmits:
             message = f"{reason}; given up after {task.tries} resubmission(s)"
-            record_failure(self.store, self.reporter, task.specs, message, str(exc), {"executor": "ray"})
+            record_failure(self.store, self.reporter, task.specs, message, str(exc), self.environment())
             self.outcome.failed += [s.id for s in task.specs]
             return
         self.outcome.resubmitted += [s.id for s in task.specs]
