@@ -45,8 +45,8 @@ def main() -> None:
     study = load_study(args.study)
     results = {precision: train(study, precision, args.threads, args.device) for precision in ("fp32", "bf16")}
     seeds = sorted(results["fp32"][0])
-    print(f"{study.name} ({args.study.name}), {args.device}, {args.threads} threads: test accuracy per seed")
-    print("| precision | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std (n) | wall s |")
+    print(f"{study.name} ({args.study.name}), {args.device}, {args.threads} threads: test accuracy per repeat (its own seed)")
+    print("| precision | " + " | ".join(f"repeat {s}" for s in seeds) + " | mean ± std (n) | wall s |")
     print("|---|" + "---|" * (len(seeds) + 2))
     for precision, (accuracy, seconds) in results.items():
         values = [accuracy[s] for s in seeds]

@@ -100,7 +100,8 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
     reporter = _reporter(quiet or executor == "processes")
     if executor != "inline" and not quiet:
-        where = f"{workers} worker processes" if executor == "processes" else f"Ray ({address or 'local cluster'})"
+        cluster = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+        where = f"{workers} worker processes" if executor == "processes" else f"Ray ({cluster})"
         err.print(f"training in {escape(where)}…", highlight=False)
     try:
         outcome = run_api(spec, db, reporter, options, engine)
