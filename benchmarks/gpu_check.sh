@@ -7,8 +7,10 @@
 # 2. W1, W3 and S2 for mnistlab and plain PyTorch on the GPU in fp32, then W3 and S2 in bf16
 #    (benchmarks.run's contenders and tables: steady s/epoch, sweeps extrapolated from 2 epochs/run).
 # Every step has its own time limit and a step that would start past BUDGET_S is skipped (said in the
-# file), so the whole stays under 10 minutes (about 6 on an H200). Needs the project venv with a CUDA
-# build of torch (.venv/bin/python, or $PYTHON) and MNIST in ~/.cache/mnistlab (`mnistlab data fetch`).
+# file), so the whole stays under 10 minutes (about 6 on an H200). Needs a Python with a CUDA build of
+# torch and mnistlab's dependencies ($PYTHON, else .venv/bin/python, else python3) and MNIST's verified
+# cache: $MNISTLAB_DATA or ~/.cache/mnistlab, else .mnist/mnist.npz in the repository (a copy of
+# ~/.cache/mnistlab/mnist.npz, for a machine without internet).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,6 +18,9 @@ PY=${PYTHON:-.venv/bin/python}
 OUTFILE=${1:-${OUT:-.}/gpu_check.md}
 BUDGET_S=${BUDGET_S:-540}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+DATA_DIR=${MNISTLAB_DATA:-$HOME/.cache/mnistlab}
+[ -f "$DATA_DIR/mnist.npz" ] || [ ! -f .mnist/mnist.npz ] || DATA_DIR=$PWD/.mnist
+export MNISTLAB_DATA=$DATA_DIR
 mkdir -p "$(dirname "$OUTFILE")"
 START=$(date +%s)
 
@@ -33,6 +38,7 @@ step() {  # step SECONDS TITLE COMMAND...: run COMMAND with a limit, its stdout 
   timeout --kill-after=10 "$limit" "$@" >> "$OUTFILE"
   local rc=$?
   printf '\n(exit %s, %s s: `%s`)\n' "$rc" "$(( $(date +%s) - t0 ))" "$*" >> "$OUTFILE"
+  echo >> "$OUTFILE"
 }
 
 {
@@ -43,13 +49,14 @@ step() {  # step SECONDS TITLE COMMAND...: run COMMAND with a limit, its stdout 
   echo '```'
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
   "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())'
+  echo "MNIST: $DATA_DIR/mnist.npz $([ -f "$DATA_DIR/mnist.npz" ] && echo found || echo MISSING)"
   echo '```'
 } > "$OUTFILE"
 
 step 200 "CUDA and precision tests" sh -c "'$PY' -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_precision.py 2>&1 | tail -n 15 | sed 's/^/    /'"
 
 BENCH=("$PY" -m benchmarks.run --contenders mnistlab,torch-plain --device cuda --threads 4 --quiet-wait 0
-       --retries 0 --timeout 150 --reps 1 --epochs 3 --for S2:epochs=2 --repeats 1)
+       --retries 0 --timeout 150 --reps 1 --epochs 3 --for S2:epochs=2 --repeats 1 --data "$DATA_DIR/mnist.npz")
 step 200 "fp32: W1, W3" "${BENCH[@]}" --only W1,W3
 step 150 "fp32: S2 (one repeat of each of the 9 models, 2 epochs each, extrapolated)" "${BENCH[@]}" --only S2
 step 150 "bf16: W3, S2" "${BENCH[@]}" --only W3,S2 --precision bf16

@@ -322,6 +322,11 @@ def choose(text: str, known: dict, what: str) -> list:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here")
     workloads = choose(args.only, WORKLOADS, "workload")
     contenders = choose(args.contenders, CONTENDERS, "contender")
     unavailable = {c.name: c.missing() for c in contenders if c.missing()}
