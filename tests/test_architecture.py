@@ -28,9 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"errors", "registry", "numerics", "spec", "data"},
     "runner": {"errors", "version", "numerics", "engine", "spec", "store", "data"},
     "report": {"errors", "numerics", "store", "images"},
-    "api": {"errors", "version", "numerics", "registry", "runner", "engine", "spec", "store", "data", "report", "images"},
-    "cli": {"errors", "api", "report"},
-    "__init__": {"version", "api", "store"},
+    "frames": {"errors", "store", "report"},  # results as pandas DataFrames
+    "notebook": {"errors", "spec", "store", "report", "frames"},  # Results, progress bars, inline reports
+    "api": {"errors", "version", "numerics", "registry", "runner", "engine", "spec", "store", "data", "report",
+            "images", "notebook"},
+    "console": {"errors"},  # progress and tables as the CLI prints them
+    "cli": {"errors", "api", "report", "store", "spec", "console"},  # read commands skip the api: no torch for `ls`
+    "__init__": {"version", "api", "store", "notebook"},
 }
 
 

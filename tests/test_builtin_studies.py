@@ -4,6 +4,7 @@ size, optimizer and repeats. Nothing trains here: building on torch's 'meta' dev
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -176,3 +177,45 @@ def test_seed002_subset_is_the_same_runs_as_the_full_study():
     tasks = {"task 1: mlp (125, 100, 50)", "task 2a: mlp (100), 30 epochs", "task 2b: mlp (100), lr sweep"}
     assert {run.model for run in subset} == tasks
     assert len(subset) == sum(run.model in tasks for run in full.values()) == 1 + 1 + 4 * 3
+
+
+# ---- the two studies that show what the tool does (issue "Everything a Keras user trains with", item 7)
+
+SHOWCASES = {"best_mnist.toml": ("mnist", 1), "fashion_mnist.toml": ("fashion_mnist", 3)}
+
+
+@pytest.mark.parametrize("name", sorted(SHOWCASES))
+def test_showcase_studies_declare_their_dataset_and_seeds(name):
+    study = mnistlab.load_study(STUDIES / name)
+    dataset, models = SHOWCASES[name]
+    runs = expand(study)
+    assert study.dataset == dataset and len(study.models) == models
+    assert len(runs) == 3 * models and {r.repeat for r in runs} == {0, 1, 2}   # mean of 3 seeds each
+    assert len({r.seed for r in runs if r.model == runs[0].model}) == 3
+
+
+@pytest.mark.parametrize("name", sorted(SHOWCASES))
+def test_showcase_models_train_a_step_on_a_slice(name, mnist):
+    """One batch of 64 images per model (not the study: the lead trains it in the background). On
+    Fashion-MNIST when it is cached, else on MNIST's images, which have the same shape."""
+    from dataclasses import replace
+
+    from mnistlab.data import cache_path, load_tensors
+    from mnistlab.engine.fit import data_shape, fit
+    for run in expand(mnistlab.load_study(STUDIES / name)):
+        if run.repeat:
+            continue
+        dataset = run.dataset if cache_path(run.dataset).exists() else "mnist"
+        spec = replace(run, dataset=dataset, epochs=1, batch_size=64, train_size=64, test_size=64)
+        data = load_tensors(dataset, image=data_shape(spec), train_size=64, test_size=64)
+        result = fit(spec, data)
+        assert result.status == "done" and len(result.history) == 1, run.model
+        assert math.isfinite(result.history[0]["loss"]) and sum(map(sum, result.confusion_test)) == 64
+
+
+def test_best_mnist_augments_before_its_convolutions():
+    run = expand(mnistlab.load_study(STUDIES / "best_mnist.toml"))[0]
+    model = _build(run)
+    kinds = [r[1] for r in model.summary_rows()]
+    assert kinds[:3] == ["RandomRotation", "RandomTranslation", "RandomZoom"] and kinds[3] == "Conv2D"
+    assert model.count_params() == (872_426, 871_530, 896)

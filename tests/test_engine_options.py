@@ -90,9 +90,11 @@ def test_group_key_lets_bugs_through(monkeypatch):
     assert group_key(_spec()) is not None
     assert group_key(_spec(["Dense(10, activation='nope')"])) is None  # a bad study: check_study reports it
 
-    def broken(spec):
+    def broken(*args, **kwargs):
         raise RuntimeError("a bug in the engine")
 
-    monkeypatch.setattr(group_module, "_meta_model", broken)
+    monkeypatch.setattr(group_module, "build_model", broken)
+    group_module._layout.cache_clear()  # layouts are cached by layer texts
     with pytest.raises(RuntimeError, match="a bug in the engine"):
-        group_key(_spec())
+        group_key(_spec(["Dense(48, activation='relu')", "Dense(10, activation='softmax')"]))
+    group_module._layout.cache_clear()

@@ -301,7 +301,10 @@ def test_check_model_builds_on_meta_and_raises_the_same_errors():
 
 def test_registries_hold_the_keras_names():
     assert set(LAYERS) == {"Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "BatchNormalization",
-                           "Dropout", "Flatten", "GaussianNoise", "Activation"}
+                           "Dropout", "Flatten", "GaussianNoise", "Activation",
+                           # Keras 3's preprocessing and augmentation layers (engine/preprocessing.py)
+                           "Rescaling", "Normalization", "RandomRotation", "RandomTranslation", "RandomZoom",
+                           "RandomFlip", "RandomContrast"}
     assert {"relu", "sigmoid", "tanh", "elu", "selu", "softmax", "linear"} <= set(ACTIVATIONS)
 
 

@@ -139,13 +139,13 @@ def test_older_schema_is_migrated_in_place(tmp_path, monkeypatch):
     old.register({"name": "s"}, [spec("a")])
     old.engine.dispose()
 
-    def add_notes(conn):  # what a release with schema 2 would ship
+    def add_notes(conn):  # what a release with the next schema would ship
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN notes TEXT")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_module.MIGRATIONS, 1, add_notes)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_notes)
     new = Store(str(path))
     with new.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT value FROM mnistlab_info WHERE key='schema_version'").scalar() == "2"
+        assert conn.exec_driver_sql("SELECT value FROM mnistlab_info WHERE key='schema_version'").scalar() == str(SCHEMA_VERSION + 1)
         assert "notes" in [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(runs)")]
     assert [r["id"] for r in new.runs(study="s")] == ["a"]  # nothing lost on the way

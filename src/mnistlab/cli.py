@@ -9,22 +9,23 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .console import err, fitted_table, make_reporter as _reporter, out
 from .errors import MnistlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
 data_app = typer.Typer(no_args_is_help=True, help="Get and inspect datasets.")
 app.add_typer(data_app, name="data")
-out = Console()
-err = Console(stderr=True)
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [default: mnistlab.db beside the study, "
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
+
+
+YesOpt = typer.Option(False, "--yes", "-y", help="Accept a study of more than 10,000 runs (refused otherwise, "
+                                                "as a likely typo in a sweep).")
 
 
 class CliError(MnistlabError):
@@ -32,17 +33,16 @@ class CliError(MnistlabError):
 
 
 def main() -> None:
-    """Console entry point: library errors become one red line and exit status 2."""
+    """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
+    input (library errors become one red line); 130 interrupted."""
+    global _interrupt_said
+    _interrupt_said = False
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
-        raise SystemExit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except typer.Abort:
-        err.print("[red]aborted[/red]")
-        raise SystemExit(130)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished epochs are saved; run the same command again to resume[/yellow]")
-        raise SystemExit(130)
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, typer.TyperException):  # bad usage: typer's own message
             if hasattr(exc, "show"):
@@ -54,47 +54,63 @@ def main() -> None:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise SystemExit(exc.exit_code)
         raise
+    code = code if isinstance(code, int) else 0
+    if code == 130 and not _interrupt_said:
+        err.print("[yellow]interrupted[/yellow]", highlight=False)
+    raise SystemExit(code)
 
 
-def _store(url: Optional[str], study_path: Optional[Path] = None):
-    from .api import Store
+_interrupt_said = False  # `run` says what was kept itself
+
+
+def _store(url: Optional[str], study_path: Optional[Path] = None, read_only: bool = True):
+    """The store named by --store, $MNISTLAB_STORE, or beside the study file. Commands that only
+    read open it ``read_only``: it must exist ("no store at PATH"), and nothing is written."""
+    from .store import Store  # not through api: reading the store needs no torch
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
-        return Store.for_study(study_path, url)
-    return Store(url or "mnistlab.db")
+        return Store.for_study(study_path, url, read_only=read_only)
+    return Store(url or "mnistlab.db", read_only=read_only)
 
 
 def _study_name(study: str) -> str:
     """A study argument is a file (its ``name`` is read) or a name already in the store."""
     path = Path(study)
     if path.suffix == ".toml":
-        from .api import read_study
-        return read_study(path).name
+        from .spec import load_study  # parsed and validated; its calls are checked only by `run`
+        return load_study(path).name
     return study
 
 
 @app.command()
 def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
-        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed and diverged runs again."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed, diverged and damaged runs again."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
         group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
                                                                    "vectorised group (default) or one by one."),
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
                                                                 "(each with cores/N threads); 1 trains here."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Start even above 10,000 runs or 24 hours of estimated "
+                                                             "training (refused otherwise)."),
         executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or ray "
-                                               "[default: inline; processes with --workers N]"),
+                                               "(default: inline; processes with --workers N)"),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto (one started with "
-                                              "`ray start --head` here) or HOST:PORT [default: $RAY_ADDRESS, "
-                                              "else a local cluster for this run]"),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [default: the study's "
-                                             "[train] device, auto: a CUDA GPU when there is one]"),
-        precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights) "
-                                                "[default: the study's [train] precision, fp32]")):
+                                              "`ray start --head` here) or HOST:PORT (default: $RAY_ADDRESS, "
+                                              "else a local cluster for this run)"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the study's "
+                                             "[train] device; auto: a CUDA GPU when there is one)"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights; "
+                                                "default: the study's [train] precision, fp32)")):
     """Train every run of STUDY not done yet, then print the comparison table."""
-    from .api import EngineOptions, RunOptions, load_study, run as run_api
-    spec = load_study(study)
-    db = _store(store, study)
+    from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
+    spec = load_study(study, yes=yes)
+    db = _store(store, study, read_only=False)
+    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
+    if not quiet:
+        err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
+    if estimate.over_limit() and not yes:
+        raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
     executor = executor or ("processes" if workers > 1 else "inline")
     options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
     engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
@@ -102,25 +118,50 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     if executor != "inline" and not quiet:
         cluster = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
         where = f"{workers} worker processes" if executor == "processes" else f"Ray ({cluster})"
-        err.print(f"training in {escape(where)}…", highlight=False)
+        err.print(f"training in {where}…", highlight=False, markup=False)
     try:
         outcome = run_api(spec, db, reporter, options, engine)
+    except KeyboardInterrupt:
+        reporter.close()
+        if table:
+            _print_table(db, spec.name)
+        _say_interrupted(db, spec.name)
+        raise typer.Exit(130)
     finally:
         reporter.close()
     if not quiet:
         again = f", resubmitted {len(outcome.resubmitted)}" if outcome.resubmitted else ""
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
                   f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}{again}; "
-                  f"store: {db.url}", highlight=False)
+                  f"store: {escape(db.where)}", highlight=False, soft_wrap=True)
     if table:
         _print_table(db, spec.name)
+    unfinished = {r["status"] for r in db.runs(study=spec.name)} & {"failed", "diverged", "damaged"}
+    if unfinished or outcome.failed or outcome.diverged:
+        if not quiet:
+            err.print(f"some runs are {', '.join(sorted(unfinished))}: exit status 1; "
+                      "`mnistlab run --retry-failed` trains them again", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _say_interrupted(db, name: str) -> None:
+    """One line: what the store kept, and the command that resumes."""
+    global _interrupt_said
+    runs, kept = db.runs(study=name), db.resumable(name)
+    done = sum(r["status"] == "done" for r in runs)
+    partial = ", ".join(f"{r['id'][:8]} after epoch {r['epochs_done']}/{r['spec']['epochs']}" for r in kept[:4])
+    partial += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
+    err.print(f"interrupted: {done} of {len(runs)} runs done and kept"
+              + (f"; kept at their last finished epoch: {partial}" if kept else "")
+              + "; run the same command again to resume", highlight=False, markup=False, soft_wrap=True)
+    _interrupt_said = True
 
 
 @app.command()
-def summary(study: Path = typer.Argument(..., help="Study file (TOML).")):
+def summary(study: Path = typer.Argument(..., help="Study file (TOML)."), yes: bool = YesOpt):
     """Print a Keras-style summary of every model in STUDY (layers, output shapes, parameters)."""
     from .api import load_study, summaries
-    for label, text in summaries(load_study(study)):
+    for label, text in summaries(load_study(study, yes=yes)):
         out.print(f"[bold]{escape(label)}[/bold]")
         out.print(text, highlight=False, markup=False)
         out.print()
@@ -135,8 +176,8 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
         table = Table("study", "runs", "status", "updated", "file")
         for s in db.studies():
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s["counts"].items()))
-            table.add_row(s["name"], str(sum(s["counts"].values())), counts, f"{s['updated']:%Y-%m-%d %H:%M}",
-                          s["path"] or "")
+            table.add_row(escape(s["name"]), str(sum(s["counts"].values())), escape(counts),
+                          f"{s['updated']:%Y-%m-%d %H:%M}", escape(s["path"] or ""))
         out.print(table)
         return
     table = Table("run", "model", "repeat", "status", "epochs", "test acc", "seconds")
@@ -144,7 +185,7 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
         acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—"
         secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"
         table.add_row(r["id"][:8], escape(r["model"] + (f" [{r['point']}]" if r["point"] else "")), str(r["repeat"]),
-                      r["status"], f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
+                      escape(r["status"]), f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
     out.print(table)
 
 
@@ -156,23 +197,33 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
     full = db.resolve(run_id)
     run = db.runs(ids=[full], current=False)[0]
     spec = run["spec"]
-    out.print(f"[bold]run {full}[/bold]  {run['model']} {run['point'] or ''}  status: {run['status']}")
-    for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "seed", "train_size", "test_size"):
-        out.print(f"  {key}: {spec.get(key)}", highlight=False)
+    point = f" [{run['point']}]" if run["point"] else ""  # as `ls` and `table` label a grid point
+    out.print(f"[bold]run {full}[/bold]  {escape(run['model'] + point)}  status: {escape(run['status'])}")
+    for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "validation", "callbacks", "seed",
+                "train_size", "test_size"):
+        if key != "callbacks" or spec.get(key):
+            out.print(f"  {key}: {spec.get(key)}", highlight=False, markup=False)
     out.print("  layers:")
     for layer in spec["layers"]:
-        out.print(f"    {layer}", highlight=False)
-    history = Table("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-    for row in db.history(full):
+        out.print(f"    {layer}", highlight=False, markup=False)
+    history = Table("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+    rates = db.load_json(full, "lr") or []
+    for i, row in enumerate(db.history(full)):
         history.add_row(str(row["epoch"]), *(f"{row[k]:.4f}" if row[k] is not None else "—"
                                              for k in ("loss", "accuracy", "val_loss", "val_accuracy")),
-                        f"{row['seconds']:.2f}")
+                        f"{rates[i]:.4g}" if i < len(rates) and rates[i] is not None else "—", f"{row['seconds']:.2f}")
     out.print(history)
+    ending = (run["environment"] or {}).get("early_stopping")
+    if ending:
+        out.print(f"  early stopping: {ending}", highlight=False, markup=False)
     for key in ("params", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"):
         if run[key] is not None:
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
     if run["error"]:
-        out.print(f"  [red]error:[/red] {run['error']}", highlight=False)
+        out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
+    if run["damage"]:
+        out.print(f"  [red]damaged:[/red] {escape(run['damage'])}; `mnistlab run --retry-failed` retrains it",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("table")
@@ -184,7 +235,7 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
     db = _store(store, Path(study))
     name = _study_name(study)
     if db.study(name) is None:
-        raise CliError(f"study {name!r} is not in {db.url}; run it first (mnistlab run STUDY.toml)")
+        raise CliError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
     if fmt == "text":
         _print_table(db, name)
     elif fmt in ("markdown", "csv", "json"):
@@ -194,23 +245,76 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
 
 
 @app.command()
+def compare(study: str = typer.Argument(..., help="Study file or a study name in the store."),
+            baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Model name or table label "
+                                                   "to compare against [default: the first]."),
+            metric: str = typer.Option("test_accuracy", "--metric", "-m", help="test_accuracy, test_loss, "
+                                       "train_accuracy, train_loss or seconds."),
+            fmt: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
+            store: Optional[str] = StoreOpt):
+    """Which differences are real: each configuration against a baseline, paired by seed, and the factor
+    effects of sweeps (docs/STATISTICS.md)."""
+    from .report.compare import FACTOR_HEADERS, compare as compare_study, factor_cells, headline, render, text_block
+    if fmt not in ("text", "markdown", "json"):
+        raise CliError(f"--format {fmt!r} is unknown; use text, markdown or json")
+    result = compare_study(_store(store, Path(study)), _study_name(study), baseline=baseline, metric=metric)
+    if fmt != "text":
+        print(render(result, fmt))
+        return
+    out.print(escape(headline(result)) + ":", highlight=False, soft_wrap=True)
+    for c in result.comparisons:
+        numbers, verdict = text_block(c)
+        colour = {"better": "green", "worse": "red"}.get(c.verdict, "yellow")
+        out.print(f"\n{escape(numbers)}\n    [bold {colour}]{escape(verdict)}[/bold {colour}]", highlight=False,
+                  soft_wrap=True)
+    for note in [f"{c.label}: {n}" for c in result.comparisons for n in c.notes] + result.notes:
+        out.print(f"\nnote: {escape(note)}", highlight=False, soft_wrap=True)
+    for f in result.factors:
+        factors = Table(*FACTOR_HEADERS, title=f"\nfactor effects of {escape(f.model)} ({f.n} runs)")
+        for term in f.terms:
+            factors.add_row(*(escape(cell) for cell in factor_cells(term)))
+        out.print(factors)
+
+
+@app.command()
+def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
+         group: bool = typer.Option(True, "--group/--no-group", help="Plan same-shape runs as groups (as `run`)."),
+         retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
+    """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
+    from .api import load_study, plan as plan_api
+    from .api import duration
+    estimate = plan_api(load_study(study), _store(store, study), group=group, retry_failed=retry_failed)
+    table = Table("group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB",
+                  title=f"plan of {escape(estimate.study)}")
+    for g in estimate.groups:
+        names = ", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else "")
+        table.add_row(escape(names), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
+                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}")
+    if estimate.groups:
+        out.print(table)
+    out.print(escape(estimate.line()), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def report(study: str = typer.Argument(..., help="Study file or a study name in the store."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file [default: STUDY-report.html]"),
            png: Optional[Path] = typer.Option(None, "--png", help="Also write each figure as a PNG into this folder."),
            store: Optional[str] = StoreOpt):
     """Write a self-contained HTML report of STUDY (works offline), optionally PNG figures."""
+    from .api import class_names
     from .report.html import write_report
     db = _store(store, Path(study))
     name = _study_name(study)
     target = output or Path(f"{Path(study).stem if study.endswith('.toml') else name}-report.html")
-    path = write_report(db, name, target, png_dir=png)
-    out.print(f"report: {path}", highlight=False)
+    path = write_report(db, name, target, png_dir=png, classes=class_names())
+    out.print(f"report: {path}", highlight=False, markup=False)
 
 
 @app.command()
 def predict(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
-            images: list[Path] = typer.Argument(..., help="28x28 images: .png or .npy (white digit on black, "
-                                                          "or dark on light, which is inverted)."),
+            images: list[Path] = typer.Argument(..., help="Digits as .png or .npy, up to 4096x4096, resized to "
+                                                          "28x28 (white on black, or dark on light, which is "
+                                                          "inverted)."),
             store: Optional[str] = StoreOpt):
     """Classify images with a trained run: the predicted digit and its probability."""
     from .api import predict as predict_api
@@ -221,35 +325,50 @@ def predict(run_id: str = typer.Argument(..., help="Run id or an unambiguous pre
 @app.command()
 def export(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix."),
            output: Path = typer.Option(Path("export"), "-o", "--output", help="Folder to write into."),
+           fmt: str = typer.Option("safetensors", "--format", "-f",
+                                   help="safetensors (weights) or onnx (the model as an ONNX graph, "
+                                        "needs pip install 'mnistlab\\[onnx]')."),
+           force: bool = typer.Option(False, "--force", help="Write into a folder that already holds files, "
+                                                            "overwriting an earlier export there."),
            store: Optional[str] = StoreOpt):
-    """Write a run's weights (safetensors), spec (JSON) and history (CSV) into a folder."""
+    """Write a run's weights (safetensors or ONNX), spec (JSON) and history (CSV) into a folder."""
     from .api import export as export_api
-    for path in export_api(_store(store), run_id, output):
+    for path in export_api(_store(store), run_id, output, format=fmt, force=force):
         print(path)
 
 
 @data_app.command("fetch")
-def data_fetch(name: str = typer.Argument("mnist"), force: bool = typer.Option(False, "--force")):
+def data_fetch(name: Optional[str] = typer.Argument(None, help="mnist (default) or fashion_mnist."),
+               dataset: Optional[str] = typer.Option(None, "--dataset", help="The same as NAME."),
+               force: bool = typer.Option(False, "--force")):
     """Download (or unpack the offline copy of) a dataset into the cache, checking its SHA-256."""
     from .api import fetch_data
+    if name and dataset and name != dataset:
+        raise CliError(f"two datasets named: {name!r} and --dataset {dataset!r}; give one")
+    name = name or dataset or "mnist"
     started = time.perf_counter()
     path = fetch_data(name, force=force)
-    out.print(f"{name}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False)
+    out.print(f"{escape(name)}: {path} ({time.perf_counter() - started:.1f} s)", highlight=False)
 
 
 @data_app.command("info")
-def data_info(name: str = typer.Argument("mnist")):
-    """Where a dataset is cached, its shapes, class counts and source."""
-    from .api import data_info
-    for key, value in data_info(name).items():
-        out.print(f"{key}: {value}", highlight=False)
+def data_info(name: Optional[str] = typer.Argument(None, help="One dataset [default: every one]."),
+              dataset: Optional[str] = typer.Option(None, "--dataset", help="The same as NAME.")):
+    """Where each dataset is cached, its shapes, class names and counts, and its sources."""
+    from .api import class_names, data_info, dataset_names
+    for i, each in enumerate([name or dataset] if name or dataset else dataset_names()):
+        if i:
+            out.print()
+        info = data_info(each)
+        for key, value in {**info, "classes": ", ".join(class_names().get(info["name"], []))}.items():
+            out.print(f"{key}: {escape(str(value))}", highlight=False)
 
 
 def _print_table(db, study: str) -> None:
-    from .report.table import HEADERS, best, comparison, text_cells
+    from .report.table import best, comparison, headers, text_cells
     rows = comparison(db, study)
     winners = best(rows)
-    table = Table(*HEADERS, title=f"study {study}")
+    table = fitted_table(headers(rows), [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
     metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
     for row in rows:
         cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
@@ -258,77 +377,6 @@ def _print_table(db, study: str) -> None:
                 cells[col] = f"[bold green]{cells[col]}[/bold green]"
         table.add_row(*cells)
     out.print(table)
-
-
-class _Reporter:
-    """Rich progress: one bar for the study, one for the current run; plain lines off a terminal."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.live = quiet, (not quiet and err.is_terminal)
-        self.progress = None
-        self.spec = None
-        if self.live:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=err, transient=False)
-            self.progress.start()
-
-    def study_started(self, total: int, done: int) -> None:
-        if self.progress:
-            self.study = self.progress.add_task("runs", total=total, completed=done, info="")
-            self.run = self.progress.add_task("run", total=1, info="", visible=False)
-        elif not self.quiet:
-            err.print(f"{total} runs, {done} done already", highlight=False)
-
-    def run_started(self, specs, resumed_from: int) -> None:
-        self.specs, self.spec = specs, specs[0]
-        label = self.spec.label + (f" r{self.spec.repeat}" if len(specs) == 1 else f" +{len(specs) - 1} grouped")
-        self.label = label
-        note = f" (resuming after epoch {resumed_from})" if resumed_from else ""
-        if self.progress:
-            self.progress.update(self.run, description=f"{label} epoch {resumed_from + 1}/{self.spec.epochs}",
-                                 completed=0, total=1, info="", visible=True)
-        elif not self.quiet:
-            ids = ", ".join(s.id[:8] for s in specs)
-            err.print(f"{'group' if len(specs) > 1 else 'run'} {ids}: {label}{note}", highlight=False)
-
-    def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None:
-        if self.progress:
-            self.progress.update(self.run, completed=batch, total=batches, info=f"loss {loss:.4f} acc {accuracy:.4f}")
-
-    def epoch(self, spec, row) -> None:
-        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}" if "val_loss" in row else ""
-        line = (f"{spec.label} r{spec.repeat} epoch {row['epoch']}/{spec.epochs} loss {row['loss']:.4f} "
-                f"acc {row['accuracy']:.4f}{val} {row['seconds']:.1f}s")
-        if self.progress:
-            self.progress.console.print(f"  {escape(line)}", highlight=False)
-            if spec is self.specs[-1] and row["epoch"] < spec.epochs:
-                self.progress.update(self.run, description=f"{self.label} epoch {row['epoch'] + 1}/{spec.epochs}")
-        elif not self.quiet:
-            err.print(f"  {line}", highlight=False)
-
-    def run_finished(self, spec, status: str, detail: str) -> None:
-        colour = {"done": "green", "diverged": "yellow"}.get(status, "red")
-        if self.progress:
-            self.progress.advance(self.study)
-            self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(spec.label)}: {escape(detail)}",
-                                        highlight=False)
-        elif not self.quiet:
-            err.print(f"{status} {spec.label}: {detail}", highlight=False)
-
-    def notice(self, text: str) -> None:  # the Ray driver: a worker or node died, its run resubmitted
-        if self.progress:
-            self.progress.console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
-        else:
-            err.print(text, highlight=False, markup=False)
-
-    def close(self) -> None:
-        if self.progress:
-            self.progress.stop()
-
-
-def _reporter(quiet: bool) -> _Reporter:
-    return _Reporter(quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

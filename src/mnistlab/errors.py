@@ -46,6 +46,11 @@ class StoreError(MnistlabError, RuntimeError):
     """The store cannot be used: one line naming the database and what to do."""
 
 
+class DamagedArtifact(StoreError):
+    """A recorded artifact file is missing, or its bytes are not those recorded (SHA-256): one run's
+    weights or checkpoint, not the whole store. ``mnistlab run --retry-failed`` retrains such a run."""
+
+
 class ImageError(MnistlabError, ValueError):
     """An image given to ``predict`` cannot be read as a 28x28 digit."""
 

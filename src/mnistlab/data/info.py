@@ -29,6 +29,7 @@ class DatasetInfo:
     sha256: dict[str, str]  # KEYS -> sha256 of the C-order array bytes
     sources: tuple[Source, ...]  # tried in this order by fetch()
     num_classes: int = 10
+    classes: tuple[str, ...] = tuple("0123456789")  # label -> name, for tables, confusion matrices, mistakes
 
     @property
     def image_shape(self) -> tuple[int, ...]:

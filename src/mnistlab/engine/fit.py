@@ -21,17 +21,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import fast
+from .augment import adapt
+from .callbacks import Training, build_callbacks
 from .checkpoint import Checkpoint, capture
 from .losses import check_output, parse_loss
 from .onednn import Linear
 from .options import EngineOptions
 from ..data import TrainData
 from .layers import Sequential, build_model, input_kind
-from .optim import build_optimizer
+from .optim import build_optimizer, learning_rate
+from .schedules import LearningRate
 from ..spec import RunSpec
 
 EVAL_BATCH = 1024  # evaluation batch at most: no gradients; larger ones only add memory
@@ -62,9 +66,13 @@ class RunResult:
     confusion_train: list[list[int]] = field(default_factory=list)  # [true][predicted]
     confusion_test: list[list[int]] = field(default_factory=list)
     mistakes: list[dict[str, float]] = field(default_factory=list)  # test images it gets wrong
+    # split -> predicted class per image, uint8, and "<split>_labels" -> the true classes: paired
+    # comparisons (McNemar) on the shared test set from the store, with no retraining and no dataset
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # final state_dict, by layer name
     error: str | None = None
     engine: dict[str, Any] = field(default_factory=dict)  # the EngineOptions used, resolved (options.record())
+    stopped: dict[str, Any] | None = None  # callbacks.Training.record(): early stop and restored epoch, if any
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -77,10 +85,12 @@ class Diverged(Exception):
 
 
 def make_model(spec: RunSpec, data: TrainData, options: EngineOptions | None = None) -> Sequential:
-    """The run's model, initialized from its seed, its loss checked against its last layer."""
+    """The run's model, initialized from its seed, its loss checked against its last layer, and any
+    ``Normalization()`` adapted to the images it trains on (``data.x_train``)."""
     torch.manual_seed(spec.seed)  # initializers draw from the global generator
     calls = spec.layer_calls()
     model = build_model(calls, tuple(data.x_train.shape[1:])).to(data.x_train.device)
+    adapt(model, data.x_train)
     check_output(parse_loss(spec.loss), model.output_activation, len(calls) - 1, spec.loss)
     return configure(model, options or EngineOptions())
 
@@ -96,9 +106,12 @@ def configure(model: Sequential, options: EngineOptions) -> Sequential:
 
 def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         resume: Checkpoint | None = None, options: EngineOptions | None = None) -> RunResult:
-    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`) as ``options`` say."""
+    """Train ``spec`` on ``data`` (shaped for the model: see :func:`data_shape`) as ``options`` say.
+    With ``spec.validation`` a fraction, the last part of ``data``'s training images validates
+    (unless ``data`` was split already); the test set is scored once, at the end."""
     callbacks = callbacks or Callbacks()
     options = (options or EngineOptions()).on(data.x_train.device)  # the engine computes where the data is
+    data = with_validation(spec, data)
     model = make_model(spec, data, options)
     if options.channels_last and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)  # before the optimizer sees the parameters
@@ -107,8 +120,11 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     for module in model.modules():  # dropout and noise draw from the run's own generator
         if hasattr(module, "generator"):
             module.generator = noise
+    training = Training(build_callbacks(spec.callbacks), learning_rate(spec.optimizer_call()),
+                        lambda: {k: v.detach().clone() for k, v in model.state_dict().items()})
+    batches = math.ceil(len(data.x_train) / spec.batch_size)
     history: list[dict[str, float]] = []
-    seconds = 0.0
+    seconds, step = 0.0, 0
     if resume is not None:
         model.load_state_dict(resume.model)
         # the state only (step, moments, momentum buffers by parameter index): both engines write it
@@ -117,32 +133,59 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         noise.set_state(resume.torch_rng)
         shuffle.set_state(resume.shuffle_rng)
         history, seconds = list(resume.history), resume.seconds
+        step = resume.step if resume.step is not None else resume.epoch * batches
+        training.load(resume.training, resume.kept)
     if callbacks.on_start:
         callbacks.on_start(len(history), spec.epochs)
     status, error = "done", None
     for epoch in range(len(history), spec.epochs):
-        start = time.perf_counter()
+        if training.stop_training:  # resumed after the epoch a callback stopped at
+            break
+        start, lr = time.perf_counter(), training.lr.at(step)
         try:
-            loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks, options)
+            loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks,
+                                          options, training.lr, step)
         except Diverged as exc:
             status, error = "diverged", str(exc).format(epoch=epoch + 1)
             break
+        step += batches
         row = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
-        if spec.validation == "test":
-            row["val_loss"], row["val_accuracy"], _ = evaluate(model, data.x_test, data.y_test, options.eval_bytes,
-                                                               options)
+        val = validation_set(spec, data)
+        if val is not None:
+            row["val_loss"], row["val_accuracy"], _ = evaluate(model, *val, options.eval_bytes, options)
+        row["lr"] = lr  # the learning rate of the epoch's first step
         row["seconds"] = time.perf_counter() - start
         seconds += row["seconds"]
         history.append(row)
+        training.epoch_end(epoch, row)
         if callbacks.on_epoch:
-            callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds))
+            callbacks.on_epoch(row, capture(epoch + 1, model, optimizer, shuffle, noise, history, seconds,
+                                            step, training))
+    kept = training.train_end() if status == "done" else None
+    if kept is not None:  # restore_best_weights: the final metrics are the kept weights'
+        model.load_state_dict(kept)
     result = _finish(spec, model, data, history, seconds, status, error, options)
-    result.engine = options.record()
+    result.engine, result.stopped = options.record(), training.record()
     return result
 
 
+def with_validation(spec: RunSpec, data: TrainData) -> TrainData:
+    """``data`` with the run's validation split held out (``validation = 0.1``), if not already."""
+    if isinstance(spec.validation, float) and data.x_val is None:
+        return data.split(spec.validation)
+    return data
+
+
+def validation_set(spec: RunSpec, data: TrainData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The images ``val_loss``/``val_accuracy`` are measured on: the test set, the split, or none."""
+    if spec.validation == "test":
+        return data.x_test, data.y_test
+    return None if spec.validation == "none" else (data.x_val, data.y_val)
+
+
 def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: TrainData, batch_size: int,
-                 shuffle: torch.Generator, callbacks: Callbacks, options: EngineOptions) -> tuple[float, float]:
+                 shuffle: torch.Generator, callbacks: Callbacks, options: EngineOptions, lr: LearningRate,
+                 first_step: int) -> tuple[float, float]:
     """One epoch; ``options`` resolved (``options.on(device)``): the graph-free step, the precision."""
     model.train()
     x, y = data.x_train, data.y_train
@@ -167,6 +210,8 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
                 loss = loss + model.regularization_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+        for group in optimizer.param_groups:  # Keras: the schedule at the optimizer's step count
+            group["lr"] = lr.at(first_step + b)
         optimizer.step()
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(1) == yb).sum()
@@ -244,6 +289,12 @@ def confusion(y: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> li
     return counts.reshape(classes, classes).tolist()
 
 
+def prediction_arrays(test_logits: torch.Tensor, y_test: torch.Tensor) -> dict[str, np.ndarray]:
+    """``{"test": predicted class per image, "test_labels": true class}``, uint8 (10 classes), on the CPU."""
+    as_uint8 = lambda t: t.to(torch.uint8).cpu().numpy()  # noqa: E731
+    return {"test": as_uint8(test_logits.argmax(1)), "test_labels": as_uint8(y_test)}
+
+
 def _mistakes(logits: torch.Tensor, y: torch.Tensor, limit: int = 100) -> list[dict[str, float]]:
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
@@ -265,6 +316,7 @@ def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dic
     result.confusion_train = confusion(data.y_train, train_logits.argmax(1))
     result.confusion_test = confusion(data.y_test, test_logits.argmax(1))
     result.mistakes = _mistakes(test_logits, data.y_test)
+    result.predictions = prediction_arrays(test_logits, data.y_test)
     result.weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return result
 

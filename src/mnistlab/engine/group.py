@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
@@ -24,14 +25,16 @@ import torch.nn.functional as F
 
 from ..data import TrainData
 from ..errors import CallSyntaxError, LayerError
+from .augment import PREPROCESSING
 from .layers import Dropout, Flatten, GaussianNoise, Sequential, build_model, input_shape
-from .optim import optimizer_defaults
+from .optim import learning_rate, optimizer_defaults
 from .options import EngineOptions
 from ..spec import RunSpec
+from ..spec.calls import parse_call
 from . import onednn
 from .checkpoint import Checkpoint
-from .fit import (PROGRESS_EVERY, Callbacks, RunResult, _mistakes, confusion, eval_batch,
-                    fill_batches, generators, make_model, widest_layer)
+from .fit import (PROGRESS_EVERY, Callbacks, RunResult, _mistakes, confusion, eval_batch, fill_batches,
+                  generators, make_model, prediction_arrays, validation_set, widest_layer, with_validation)
 
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.Identity, nn.Softmax)
 OPTIMIZERS = ("sgd", "adam")
@@ -39,16 +42,35 @@ MAX_GROUP = 32  # members per group: bounds memory, keeps each member's slice of
 
 
 def group_key(spec: RunSpec) -> tuple | None:
-    """What runs must share to train together; ``None`` when the engine cannot group this run."""
+    """What runs must share to train together; ``None`` when the engine cannot group this run. Each
+    member follows its own learning-rate schedule; runs with callbacks (which stop or change a run
+    on its own) train alone."""
+    if spec.callbacks:
+        return None
     options = optimizer_defaults(spec.optimizer_call())
     if options["name"] not in OPTIMIZERS or options.get("amsgrad"):
         return None
+    layout = _layout(spec.layers)
+    if layout is None:
+        return None
+    hyper = tuple(sorted((k, v) for k, v in options.items() if k not in ("learning_rate", "name")))
+    return (layout[0], options["name"], hyper, spec.dataset, spec.epochs, spec.batch_size,
+            spec.train_size, spec.test_size, spec.validation, spec.loss, layout[1])
+
+
+@lru_cache(maxsize=4096)  # by layer texts: a sweep of 10,000 runs has a few architectures (plan, estimate)
+def _layout(layers: tuple[str, ...]) -> tuple[tuple, str] | None:
+    """(the stacked layers' kinds and shapes, the output activation); None when they cannot stack."""
     try:
-        model = _meta_model(spec)
+        with torch.device("meta"):
+            calls = tuple(parse_call(text) for text in layers)
+            model = build_model(calls, input_shape(calls))
     except (LayerError, CallSyntaxError):  # a bad study is check_study's to report; a bug is raised
         return None
     layout = []
     for name, module in model.named_children():
+        if isinstance(module, PREPROCESSING):  # augmentation draws per image; not stacked (yet): trains alone
+            return None
         if isinstance(module, nn.Linear):
             layout.append(("linear", tuple(module.weight.shape), module.bias is not None))
         elif isinstance(module, nn.BatchNorm1d):
@@ -59,9 +81,7 @@ def group_key(spec: RunSpec) -> tuple | None:
             layout.append((type(module).__name__, repr(module)))
         else:
             return None
-    hyper = tuple(sorted((k, v) for k, v in options.items() if k not in ("learning_rate", "name")))
-    return (tuple(layout), options["name"], hyper, spec.dataset, spec.epochs, spec.batch_size,
-            spec.train_size, spec.test_size, spec.validation, spec.loss, model.output_activation)
+    return tuple(layout), model.output_activation
 
 
 def _meta_model(spec: RunSpec) -> Sequential:
@@ -100,9 +120,10 @@ class Group:
         options = [optimizer_defaults(s.optimizer_call()) for s in specs]
         self.kind = options[0]["name"]
         self.options = options[0]
-        self.lr = torch.tensor([o["learning_rate"] for o in options], device=device)
+        self.rates = [learning_rate(s.optimizer_call()) for s in specs]  # a schedule or a constant each
+        self.lr = torch.tensor([r.at(0) for r in self.rates], device=device)
         self.state: dict[int, dict[str, torch.Tensor]] = {}  # by parameter index, as torch.optim keeps it
-        self.step = 0
+        self.step = 0  # optimizer steps taken (Keras' iterations): the schedules' position
 
     def _stack(self, name: str, modules: list[nn.Module], models: list[Sequential]) -> _Layer:
         first = modules[0]
@@ -137,10 +158,10 @@ class Group:
                  | ({"step": torch.tensor(float(self.step))} if step else {}) for i, st in self.state.items()}
         return Checkpoint(epoch=epoch, model=self.member_state(k), optimizer={"state": state, "param_groups": []},
                           torch_rng=self.noise[k].get_state(), shuffle_rng=self.shuffle[k].get_state(),
-                          history=list(history), seconds=seconds)
+                          history=list(history), seconds=seconds, step=self.step)
 
-    def restore(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Continue every member from its checkpoint (all at the same epoch)."""
+    def restore(self, checkpoints: Sequence[Checkpoint], batches: int) -> None:
+        """Continue every member from its checkpoint (all at the same epoch, ``batches`` steps an epoch)."""
         with torch.no_grad():
             for layer in self.layers:
                 for attr, t in (layer.params | layer.buffers).items():
@@ -148,7 +169,9 @@ class Group:
         states = [ck.optimizer["state"] for ck in checkpoints]
         self.state = {int(i): {n: torch.stack([s[i][n] for s in states]).to(self.device)
                                for n in states[0][i] if n != "step"} for i in states[0]}
-        self.step = int(states[0][0]["step"]) if 0 in states[0] and "step" in states[0][0] else 0  # Adam's count
+        adam = int(states[0][0]["step"]) if 0 in states[0] and "step" in states[0][0] else None  # Adam's count
+        first = checkpoints[0]
+        self.step = first.step if first.step is not None else adam if adam is not None else first.epoch * batches
         for k, ck in enumerate(checkpoints):
             self.noise[k].set_state(ck.torch_rng)
             self.shuffle[k].set_state(ck.shuffle_rng)
@@ -164,6 +187,7 @@ class Group:
                 layer.penalties = tuple((a, l1[index.cpu()], l2[index.cpu()]) for a, l1, l2 in layer.penalties)
         self.state = {i: {n: t[index].clone() for n, t in st.items()} for i, st in self.state.items()}
         self.lr = self.lr[index]
+        self.rates = [self.rates[k] for k in members]
         self.specs = [self.specs[k] for k in members]
         self.noise = [self.noise[k] for k in members]
         self.shuffle = [self.shuffle[k] for k in members]
@@ -219,6 +243,8 @@ class Group:
     @torch.no_grad()
     def update(self) -> None:
         """One optimizer step for every member: torch's SGD / Adam formulas, per-member learning rate."""
+        if any(r.scheduled for r in self.rates):  # Keras: the schedule at the steps taken so far
+            self.lr = torch.tensor([r.at(self.step) for r in self.rates], device=self.lr.device)
         self.step += 1
         o = self.options
         for index, p in enumerate(self.parameters()):
@@ -261,17 +287,19 @@ def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Cal
               on_batch: Callable[[int, int, float, float], None] | None = None,
               options: EngineOptions | None = None) -> list[RunResult]:
     """Train ``specs`` together; one :class:`RunResult` per spec, in order, as :func:`fit.fit` gives."""
+    data = with_validation(specs[0], data)
     group = Group(specs, data, options or EngineOptions())
     callbacks = {s.id: c for s, c in zip(specs, callbacks or [Callbacks()] * len(specs))}
     histories: dict[str, list[dict[str, float]]] = {s.id: [] for s in specs}
     seconds = {s.id: 0.0 for s in specs}
+    batches = math.ceil(len(data.x_train) / specs[0].batch_size)
     if resume:
-        group.restore(resume)
+        group.restore(resume, batches)
         for s, ck in zip(specs, resume):
             histories[s.id], seconds[s.id] = list(ck.history), ck.seconds
     results: dict[str, RunResult] = {}
     for epoch in range(len(histories[specs[0].id]), specs[0].epochs):
-        start = time.perf_counter()
+        start, first_step = time.perf_counter(), group.step
         loss, accuracy = _train_epoch(group, data, on_batch)
         diverged = [k for k in range(len(group.specs)) if not math.isfinite(loss[k])]
         for k in diverged:
@@ -285,12 +313,14 @@ def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Cal
                 break
             loss, accuracy = [loss[k] for k in alive], [accuracy[k] for k in alive]
             group.keep(alive)
-        val = _evaluate(group, data.x_test, data.y_test) if specs[0].validation == "test" else None
+        held_out = validation_set(specs[0], data)
+        val = _evaluate(group, *held_out) if held_out is not None else None
         share = (time.perf_counter() - start) / len(group.specs)  # a member's share of the group's time
         for k, spec in enumerate(group.specs):
             row = {"epoch": epoch + 1, "loss": loss[k], "accuracy": accuracy[k]}
             if val is not None:
                 row["val_loss"], row["val_accuracy"] = val[0][k], val[1][k]
+            row["lr"] = group.rates[k].at(first_step)
             row["seconds"] = share
             histories[spec.id].append(row)
             seconds[spec.id] += share
@@ -362,6 +392,7 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
         r.confusion_train = confusion(data.y_train, train[2][k].argmax(1))
         r.confusion_test = confusion(data.y_test, test[2][k].argmax(1))
         r.mistakes = _mistakes(test[2][k], data.y_test)
+        r.predictions = prediction_arrays(test[2][k], data.y_test)
         r.weights = {n: t.cpu().contiguous() for n, t in group.member_state(k).items()}
         results[spec.id] = r
     return results

@@ -32,6 +32,7 @@ from ..spec.calls import Call, did_you_mean
 from .initializers import ACTIVATIONS, INITIALIZERS, REGULARIZERS, Penalty  # noqa: F401 - Penalty re-exported
 from .modules import AvgPoolSame, Dropout, Flatten, GaussianNoise  # noqa: F401 - re-exported
 from .onednn import Linear
+from .preprocessing import BUILDERS as PREPROCESSING_BUILDERS, IMAGE_ONLY
 
 Shape = tuple[int, ...]  # Keras layout, no batch axis: (features,) or (H, W, C)
 
@@ -211,12 +212,14 @@ for _name, _builder, _aliases in (
         ("BatchNormalization", batch_normalization, ()), ("Dropout", dropout, ()), ("Flatten", flatten, ()),
         ("GaussianNoise", gaussian_noise, ()), ("Activation", activation, ())):
     LAYERS.register(_name, _builder, aliases=_aliases)
-_IMAGE_LAYERS = {"Conv2D", "MaxPooling2D", "AveragePooling2D"}
+for _name, _builder in PREPROCESSING_BUILDERS.items():   # Rescaling, Normalization, Random* (preprocessing.py)
+    LAYERS.register(_name, _builder)
+_IMAGE_LAYERS = {"Conv2D", "MaxPooling2D", "AveragePooling2D"} | IMAGE_ONLY
 _INPUT_KWARGS = ("input_shape", "input_dim")   # read from the first layer only, like Keras
 
 
 def input_kind(calls: Sequence[Call]) -> str:
-    """'image' if a Conv2D or pooling layer comes before the first Flatten, else 'flat'."""
+    """'image' if a Conv2D, pooling or augmentation layer comes before the first Flatten, else 'flat'."""
     for kind in (LAYERS.key(c.name) or c.name for c in calls):
         if kind in _IMAGE_LAYERS or kind == "Flatten":
             return "image" if kind in _IMAGE_LAYERS else "flat"
@@ -261,7 +264,7 @@ class LayerInfo:
     call: Call
     output_shape: Shape                  # Keras layout, no batch axis
     params: int                          # as Keras counts: trainable + non-trainable
-    non_trainable: int                   # BatchNorm moving mean and variance
+    non_trainable: int                   # BatchNorm moving statistics, adapted Normalization
     kernel: str | None                   # torch submodule holding the kernel ('.weight')
     penalties: tuple[tuple[str, str, Penalty], ...]
     activation: str
@@ -377,6 +380,7 @@ def build_model(calls: Sequence[Call], input_shape: Shape | None = None, *, num_
 def _info(c: _Ctx, call: Call) -> LayerInfo:
     params = sum(p.numel() for _, m in c.modules for p in m.parameters())
     stats = sum(b.numel() for _, m in c.modules for n, b in m.named_buffers() if n in ("running_mean", "running_var"))
+    stats += sum(getattr(m, "keras_weights", 0) for _, m in c.modules)   # an adapted Normalization's
     return LayerInfo(c.name, c.kind, call, c.out, params + stats, stats, c.kernel, tuple(c.penalties), c.activation)
 
 

@@ -23,6 +23,7 @@ import torch
 from ..errors import OptimizerError
 from ..registry import Registry
 from ..spec.calls import Call
+from .schedules import LearningRate, build_schedule
 
 
 def adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False):
@@ -80,6 +81,9 @@ def _resolve(call: Call) -> tuple[str, dict[str, Any]]:
 
 
 def _checked(key: str, name: str, value: Any, default: Any) -> Any:
+    if name == "learning_rate" and isinstance(value, Call):  # a schedule: kept as its call, checked here
+        build_schedule(value)
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise OptimizerError(f"{key} {name} must be True or False, got {value!r}")
@@ -94,9 +98,15 @@ def _checked(key: str, name: str, value: Any, default: Any) -> Any:
 
 
 def optimizer_defaults(call: Call) -> dict[str, Any]:
-    """Keras-named arguments with defaults filled in: ``{'name': 'adam', 'learning_rate': 0.001, ...}``."""
+    """Keras-named arguments with defaults filled in: ``{'name': 'adam', 'learning_rate': 0.001, ...}``
+    (a schedule's learning_rate stays its :class:`Call`: ``learning_rate(...)`` evaluates it)."""
     key, args = _resolve(call)
     return {"name": key, **args}
+
+
+def learning_rate(call: Call) -> LearningRate:
+    """The optimizer's learning rate as a function of the step: ``learning_rate(call).at(step)``."""
+    return LearningRate(optimizer_defaults(call)["learning_rate"])
 
 
 def _tensors(params: list) -> list[torch.Tensor]:
@@ -111,6 +121,7 @@ def build_optimizer(call: Call, params: Iterable, fused: bool | None = None) -> 
     True asks for them and falls back quietly where there are none; False never uses them.
     """
     key, args = _resolve(call)
+    args["learning_rate"] = LearningRate(args["learning_rate"]).at(0)  # a schedule's value is set each step
     cls, kwargs = OPTIMIZERS[key](**args)
     params = list(params)
     tensors = _tensors(params)

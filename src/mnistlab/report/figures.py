@@ -27,7 +27,7 @@ from .stats import summarize
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
-TRAIN, VALIDATION = "#1f77b4", "#ff7f0e"
+TRAIN, VALIDATION, LEARNING_RATE = "#1f77b4", "#ff7f0e", "#2ca02c"
 MAX_VIOLIN_POINTS = 10_000  # per layer: keeps a study of a few models under a few MB
 MISTAKES_SHOWN = 24  # misclassified test images drawn per model
 LOG_KEYS = ("learning_rate", "lr")  # sweep keys (last dotted part) drawn on a log axis
@@ -79,17 +79,30 @@ def _line(fig: go.Figure, histories, key: str, name: str, color: str, col: int, 
                              meta={"metric": key}), row=1, col=col)
 
 
-def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]]) -> go.Figure:
-    """Train vs validation loss and accuracy per epoch (the seeds' ``plt_dynamic``), side by side."""
-    fig = _figure(1, 2, ("loss", "accuracy"), horizontal_spacing=0.1)
+def curves(title: str, histories: Sequence[Sequence[dict[str, Any]]], validation: str = "") -> go.Figure:
+    """Train vs validation loss and accuracy per epoch (the seeds' ``plt_dynamic``), side by side, and
+    the learning rate of each epoch where it varies (a schedule, ReduceLROnPlateau). ``validation``
+    names the images the ``val_*`` figures come from, for the title (``test set``, ``10% split``)."""
+    varies = lr_varies(histories)
+    fig = _figure(1, 3 if varies else 2, ("loss", "accuracy", "learning rate")[:3 if varies else 2],
+                  horizontal_spacing=0.07 if varies else 0.1)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
         _line(fig, histories, metric, "train", TRAIN, col, legend=col == 1)
         _line(fig, histories, f"val_{metric}", "validation", VALIDATION, col, legend=col == 1)
+    if varies:
+        _line(fig, histories, "lr", "learning rate", LEARNING_RATE, 3, legend=True)
+        positive = all(r["lr"] > 0 for h in histories for r in h if r.get("lr") is not None)
+        fig.update_yaxes(type="log" if positive else None, exponentformat="power", row=1, col=3)
     _epoch_axis(fig, histories)
     n = len(histories)
-    note = "one run" if n == 1 else f"mean ± 1 std over {n} runs"
+    note = ("one run" if n == 1 else f"mean ± 1 std over {n} runs") + (f"; validation: {validation}" if validation else "")
     fig.update_layout(title_text=f"{title} <span style='color:#777'>({note})</span>", height=360)
     return fig
+
+
+def lr_varies(histories: Sequence[Sequence[dict[str, Any]]]) -> bool:
+    """True when some run's learning rate changed between epochs."""
+    return any(len({r["lr"] for r in h if r.get("lr") is not None}) > 1 for h in histories)
 
 
 def overlay(series: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]]) -> go.Figure:
@@ -138,15 +151,16 @@ def normalise_rows(matrix: Sequence[Sequence[float]]) -> list[list[float]]:
 
 
 def confusion(title: str, train: Sequence[Sequence[int]] | None,
-              test: Sequence[Sequence[int]] | None) -> go.Figure:
-    """Train and test confusion matrices side by side, row-normalised, values written in the cells."""
+              test: Sequence[Sequence[int]] | None, classes: Sequence[str] | None = None) -> go.Figure:
+    """Train and test confusion matrices side by side, row-normalised, values written in the cells;
+    axes labelled with the dataset's ``classes`` (default: the labels 0, 1, ...)."""
     parts = [(name, m) for name, m in (("train", train), ("test", test)) if m is not None]
     fig = _figure(1, len(parts), [name for name, _ in parts], horizontal_spacing=0.12)
     for col, (name, matrix) in enumerate(parts, start=1):
         z = normalise_rows(matrix)
-        classes = [str(i) for i in range(len(z))]
+        names = class_labels(classes, len(z))
         text = [[f"{v:.2f}" if v >= 0.005 else "" for v in row] for row in z]  # no wall of 0.00
-        trace = go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+        trace = go.Heatmap(z=z, x=names, y=names, text=text, texttemplate="%{text}",
                            coloraxis="coloraxis", name=name, customdata=[list(r) for r in matrix],
                            hovertemplate="true %{y}, predicted %{x}: %{z:.4f} (%{customdata} images)"
                                          "<extra></extra>")
@@ -243,19 +257,28 @@ class ImageCache:
         return self.loaded[dataset]
 
 
-def mistakes_grid(mistakes: list[dict[str, Any]], x_test: np.ndarray | None, path: Path) -> str:
-    """HTML: the first misclassified test images as inline PNGs, true → predicted and confidence."""
+def class_labels(classes: Sequence[str] | None, n: int) -> list[str]:
+    """The names of labels 0..n-1, escaped (a plot and the HTML render them): the dataset's, else the numbers."""
+    return [html.escape(str(classes[i])) if classes is not None and i < len(classes) else str(i) for i in range(n)]
+
+
+def mistakes_grid(mistakes: list[dict[str, Any]], x_test: np.ndarray | None, path: Path,
+                  classes: Sequence[str] | None = None) -> str:
+    """HTML: the first misclassified test images as inline PNGs, true → predicted (class names where
+    ``classes`` gives them) and confidence."""
     shown = mistakes[:MISTAKES_SHOWN]
     title = f"<h4>First {len(shown)} of {len(mistakes)} misclassified test images (true → predicted, confidence)</h4>"
     if x_test is None:
         return (f'{title}<p class="note missing-images">test images not available ({html.escape(str(path))} '
-                "not found; `mnistlab data fetch` caches them)</p>")
-    cells = []
+                f"not found; `mnistlab data fetch {html.escape(path.stem)}` caches them)</p>")
+    cells, names = [], class_labels(classes, len(classes) if classes else 10)
     for m in shown:
         index = int(m["index"])
         picture = (f'<img alt="test image {index}" src="data:image/png;base64,'
                    f'{base64.b64encode(png_bytes(x_test[index])).decode()}">') if 0 <= index < len(x_test) else "?"
-        cells.append(f'<figure>{picture}<figcaption>{int(m["true"])} → {int(m["predicted"])} '
+        true, predicted = (names[int(m[k])] if 0 <= int(m[k]) < len(names) else str(int(m[k]))
+                           for k in ("true", "predicted"))
+        cells.append(f'<figure>{picture}<figcaption>{true} → {predicted} '
                      f'<span>{float(m["confidence"]):.0%}</span></figcaption></figure>')
     return f'{title}<div class="mistakes">{"".join(cells)}</div>'
 

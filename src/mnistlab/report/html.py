@@ -11,8 +11,6 @@ its ``<script>``. Never imports torch.
 from __future__ import annotations
 
 import datetime as dt
-import html
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,24 +18,17 @@ from typing import Any, Callable
 import plotly.graph_objects as go
 import plotly.offline
 
-from ..errors import ReportError
+from ..errors import DamagedArtifact, ReportError
 from ..store import Store
-from . import figures
+from . import differences, figures
 from .assets import CSS, HEAD_JS, TAIL_JS
+from .cells import METRIC_COLUMNS, badge, esc, table_row, verdicts
+from .compare import Result, compare
 from .figures import ImageCache, kernels, slug
-from .table import HIGHER_IS_BETTER, Row, best, comparison
+from .table import HIGHER_IS_BETTER, Row, best, comparison, split_header, validation_text
 
 PNG_HINT = ("pip install 'mnistlab[png]' (kaleido, which drives a Chrome or Chromium: "
             "install one too, e.g. apt-get install chromium)")
-METRIC_COLUMNS = [("train_loss", "train loss", 4), ("train_accuracy", "train acc", 4),
-                  ("test_loss", "test loss", 4), ("test_accuracy", "test acc", 4),
-                  ("train_loss_eval", "train loss (eval pass)", 4), ("train_accuracy_eval", "train acc (eval pass)", 4)]
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value))
-
-
 @dataclass
 class Page:
     """The figures collected while sections render; each becomes a div plus its JSON."""
@@ -70,26 +61,35 @@ class Study:
     rows: list[Row]
     runs: dict[str, dict[str, Any]]  # run id -> run
     histories: dict[str, list[dict[str, Any]]]
+    differences: Result | None = None  # every configuration against the first, by test accuracy
+    classes: dict[str, list[str]] = field(default_factory=dict)  # dataset -> class names (api.class_names())
 
     def row_runs(self, row: Row, done_only: bool = False) -> list[dict[str, Any]]:
         runs = [self.runs[i] for i in row.run_ids]
         return [r for r in runs if r["status"] == "done"] if done_only else runs
 
 
-def load(store: Store, name: str) -> Study:
+def load(store: Store, name: str, classes: dict[str, list[str]] | None = None) -> Study:
     record = store.study(name)
     if record is None:
         known = ", ".join(repr(s["name"]) for s in store.studies()[:8]) or "none"
-        raise ReportError(f"study {name!r} is not in the store {store.url} (studies there: {known}); "
+        raise ReportError(f"study {name!r} is not in the store {store.where} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     runs = {r["id"]: r for r in store.runs(study=name)}
-    return Study(store, record, comparison(store, name), runs, store.histories(runs))
+    histories = store.histories(runs)
+    for run_id, history in histories.items():  # the epochs table has no lr column: it is an artifact
+        for row, lr in zip(history, store.load_json(run_id, "lr") or []):
+            row["lr"] = lr
+    rows = comparison(store, name)
+    return Study(store, record, rows, runs, histories, compare(store, name) if len(rows) > 1 else None,
+                 dict(classes or {}))
 
 
 def write_report(store: Store, study_name: str, target_path: str | Path,
-                 png_dir: str | Path | None = None) -> Path:
-    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``)."""
-    study = load(store, study_name)
+                 png_dir: str | Path | None = None, classes: dict[str, list[str]] | None = None) -> Path:
+    """Write the study's report to ``target_path`` (and each figure as a PNG into ``png_dir``);
+    ``classes``: each dataset's class names (``mnistlab.api.class_names()``), else labels as numbers."""
+    study = load(store, study_name, classes)
     if png_dir is not None and not figures.kaleido_installed():
         raise ReportError(f"--png needs kaleido: {PNG_HINT}")
     page = Page()
@@ -104,6 +104,7 @@ def write_report(store: Store, study_name: str, target_path: str | Path,
 
 def render(study: Study, page: Page) -> str:
     sections = [("table", "Comparison", table_section(study)),
+                ("differences", "Which differences are real", differences.section(study.differences, page.figure)),
                 ("curves", "Training curves", curves_section(study, page)),
                 ("overlay", "All models", overlay_section(study, page)),
                 ("sweeps", "Sweeps", sweeps_section(study, page)),
@@ -145,12 +146,12 @@ def header_facts(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[tup
     sizes = _distinct(specs, lambda s: ", ".join(f"{k.split('_')[0]} {s[k]:,}" for k in ("train_size", "test_size")
                                                  if s.get(k)))
     return [("dataset", esc(_distinct(specs, lambda s: s["dataset"])) + (f" ({esc(sizes)})" if sizes else "")),
-            ("runs", f"{len(runs)}: " + " ".join(_badge(s, f"{n} {s}") for s, n in sorted(counts.items()))),
+            ("runs", f"{len(runs)}: " + " ".join(badge(s, f"{n} {s}") for s, n in sorted(counts.items()))),
             ("epochs", esc(_distinct(specs, lambda s: s["epochs"]))),
             ("batch size", esc(_distinct(specs, lambda s: s["batch_size"]))),
             ("optimizer", esc(_distinct(specs, lambda s: s["optimizer"]))),
             ("loss", esc(_distinct(specs, lambda s: s.get("loss", "")))),
-            ("validation", esc(_distinct(specs, lambda s: s.get("validation", "")))),
+            ("validation", esc(_distinct(specs, lambda s: validation_text(s.get("validation", "test"))))),
             ("trained", f"{_time(min(started))} → {_time(max(finished))}" if started and finished else ""),
             ("total training time", _duration(sum(seconds)) if seconds else ""),
             ("software", esc(_distinct(runs, _software))),
@@ -192,62 +193,28 @@ def table_section(study: Study) -> str:
         return '<p class="note card">This study has no runs yet.</p>'
     winners = best(rows)
     has_sweep = any(r.sweep for r in rows)
+    split = split_header(rows)
     heads = ["model", "parameters", "optimizer"] + (["sweep"] if has_sweep else []) \
-        + [label for _, label, _ in METRIC_COLUMNS] + ["epochs", "seconds", "status"]
-    numeric = {"parameters", "epochs", "seconds", *(label for _, label, _ in METRIC_COLUMNS)}
+        + [label for _, label, _ in METRIC_COLUMNS] + ([split] if split else []) + ["epochs", "seconds", "status"] \
+        + (["verdict"] if study.differences else [])
+    numeric = {"parameters", "epochs", "seconds", split, *(label for _, label, _ in METRIC_COLUMNS)}
     head = "".join(f'<th scope="col"{" class=num" if h in numeric else ""} title="click to sort">{h}</th>'
                    for h in heads)
-    body = "\n".join(_table_row(r, winners, has_sweep) for r in rows)
+    by_label = verdicts(study.differences)
+    body = "\n".join(table_row(r, winners, has_sweep, by_label, bool(split)) for r in rows)
     arrows = ", ".join(f"{label} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m, label, _ in METRIC_COLUMNS)
     return (f'<div class="card"><div class="table-wrap"><table class="sortable" id="comparison">'
             f'<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
             f'<p class="note">Train loss and acc are the last epoch\'s, as Keras reports them (training mode, '
-            f'a running mean over the epoch); the eval pass is the trained model evaluated on the training set. '
+            f'a running mean over the epoch); the eval pass is the trained model evaluated on the training set; '
+            f'test figures are the test set after training; validation: {esc(validation_text(rows[0].validation))}. '
             f'Mean ± sample std (n = done runs) over repeats; the best mean per column is '
-            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.</p></div>')
+            f'<span class="best-key">highlighted</span> (better: {arrows}). Click a header to sort.'
+            + (' The verdict compares each row\'s test accuracy with the first row\'s: '
+               '<a href="#differences">Which differences are real</a>.' if study.differences else '')
+            + '</p></div>')
 
 
-def _table_row(row: Row, winners: dict[str, str], has_sweep: bool) -> str:
-    cells = [_cell(row.model, classes="model"),
-             _cell(f"{row.params:,}" if row.params else "—", row.params or "", "num"), _breakable(row.optimizer)]
-    if has_sweep:
-        cells.append(_breakable(figures.sweep_text(row.sweep), after=",="))
-    for metric, _, digits in [*METRIC_COLUMNS]:
-        cells.append(_metric_cell(row, metric, digits, winners))
-    cells.append(_cell(str(row.epochs), row.epochs, "num"))
-    cells.append(_metric_cell(row, "seconds", 1, winners))
-    badges = "".join(_badge(s, s if len(row.statuses) == 1 and n == 1 else f"{n} {s}")
-                     for s, n in sorted(row.statuses.items()))
-    cells.append(f'<td data-sort="{esc(row.status)}">{badges}</td>')
-    mark = "" if row.status == "done" else ' class="incomplete"'
-    return f'<tr{mark} data-label="{esc(row.label)}">{"".join(cells)}</tr>'
-
-
-def _metric_cell(row: Row, metric: str, digits: int, winners: dict[str, str]) -> str:
-    stat = row.stats[metric]
-    classes = "num best" if winners.get(metric) == row.label else "num"
-    tip = f" title=\"95% CI {stat.ci95[0]:.{digits + 1}f} – {stat.ci95[1]:.{digits + 1}f}\"" if stat.ci95 else ""
-    sort = repr(stat.mean) if stat.n else ""
-    mean, _, spread = stat.text(digits).partition(" ")  # the spread on a second line keeps the table narrow
-    text = esc(mean) + (f' <span class="spread">{esc(spread)}</span>' if spread else "")
-    return f'<td class="{classes}" data-metric="{metric}" data-sort="{sort}"{tip}>{text}</td>'
-
-
-def _cell(text: str, sort: Any = None, classes: str = "") -> str:
-    attrs = (f' class="{classes}"' if classes else "") + (f' data-sort="{sort}"' if sort is not None else "")
-    return f"<td{attrs}>{esc(text)}</td>"
-
-
-def _breakable(text: str, after: str = "(,") -> str:
-    """A cell whose text may wrap only after these characters (``adam(`` / ``learning_rate=0.01)``)."""
-    return "<td>" + re.sub(f"([{re.escape(after)}])", r"\1<wbr>", esc(text)) + "</td>"
-
-
-def _badge(status: str, text: str) -> str:
-    return f'<span class="badge s-{esc(status)}">{esc(text)}</span>'
-
-
-# ---------------------------------------------------------------- figures
 def curve_histories(study: Study, row: Row) -> list[list[dict[str, Any]]]:
     """Histories of the row's done runs; while none is done, of whichever runs have epochs."""
     done = [study.histories[r["id"]] for r in study.row_runs(row, done_only=True)]
@@ -259,11 +226,25 @@ def curves_section(study: Study, page: Page) -> str:
     cards = []
     for i, row in enumerate(study.rows):
         histories = curve_histories(study, row)
-        status = "" if row.status == "done" else f'<p class="note">{_badge(_worst(row.statuses), row.status)}</p>'
-        body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories)) \
+        status = "" if row.status == "done" else f'<p class="note">{badge(_worst(row.statuses), row.status)}</p>'
+        validation = "test set" if row.validation == "test" else \
+            f"last {row.validation * 100:g}% of the training images" if isinstance(row.validation, float) else ""
+        body = page.figure(f"curves-{slug(row.label)}", figures.curves(esc(row.label), histories, validation)) \
             if histories else f'<h3>{esc(row.label)}</h3><p class="note">No epochs recorded yet.</p>'
-        cards.append(f'<div class="card" id="row-{i}">{status}{body}</div>')
+        cards.append(f'<div class="card" id="row-{i}">{status}{body}{_stops(study, row)}</div>')
     return "\n".join(cards)
+
+
+def _stops(study: Study, row: Row) -> str:
+    """Where callbacks ended the row's runs, and whose weights its final figures are."""
+    notes = []
+    for run in study.row_runs(row, done_only=True):
+        ending = (run.get("environment") or {}).get("early_stopping")
+        if ending:
+            stop = f"stopped after epoch {ending['stopped_epoch']} ({ending['reason']})" if ending["stopped_epoch"] else ""
+            kept = f"final figures from the weights of epoch {ending['restored_epoch']}" if ending["restored_epoch"] else ""
+            notes.append(f"<li>run {esc(run['id'][:8])}: {esc('; '.join(filter(None, (stop, kept))))}</li>")
+    return f'<ul class="note stops">{"".join(notes)}</ul>' if notes else ""
 
 
 def overlay_section(study: Study, page: Page) -> str:
@@ -284,17 +265,23 @@ def sweeps_section(study: Study, page: Page) -> str:
 def weights_section(study: Study, page: Page) -> str:
     cards = []
     for row in study.rows:
-        found = next(((r, a) for r in study.row_runs(row, done_only=True)
-                      if (a := study.store.load_arrays(r["id"], "weights"))), None)
-        if found is None:
-            continue
-        run, (arrays, _) = found
-        layers = kernels(arrays)
+        found, damaged = None, [r for r in study.row_runs(row) if r["status"] == "damaged"]
+        for run in study.row_runs(row, done_only=True):
+            try:
+                if arrays := study.store.load_arrays(run["id"], "weights"):
+                    found = (run, arrays)
+                    break
+            except DamagedArtifact as exc:  # changed since the runs were read: that run only
+                damaged.append(dict(run, damage=str(exc)))
+        notes = "".join(f'<p class="note damaged">{esc(row.label)}: run {esc(r["id"])} is damaged ({esc(r["damage"])}): '
+                        "its weights are not drawn; <code>mnistlab run --retry-failed</code> trains it again.</p>"
+                        for r in damaged)
+        layers = kernels(found[1][0]) if found else {}
         if layers:
-            note = f'<p class="note">Run {esc(run["id"])} (repeat {run["repeat"]}); at most ' \
+            note = f'<p class="note">Run {esc(found[0]["id"])} (repeat {found[0]["repeat"]}); at most ' \
                    f'{figures.MAX_VIOLIN_POINTS:,} weights per layer drawn, sampled with a fixed seed.</p>'
-            fig = figures.violins(esc(row.label), layers)
-            cards.append(f'<div class="card">{page.figure(f"weights-{slug(row.label)}", fig)}{note}</div>')
+            notes = page.figure(f"weights-{slug(row.label)}", figures.violins(esc(row.label), layers)) + note + notes
+        cards += [f'<div class="card">{notes}</div>'] if notes else []
     return "\n".join(cards) or '<p class="note card">No stored weights (no run is done yet).</p>'
 
 
@@ -309,7 +296,8 @@ def confusion_section(study: Study, page: Page) -> str:
             continue
         n = max(train[1], test[1])
         counted = f"summed over {n} done runs" if n > 1 else "of one run"
-        fig = figures.confusion(esc(row.label), train[0], test[0])
+        classes = study.classes.get(done[0]["spec"]["dataset"]) if done else None
+        fig = figures.confusion(esc(row.label), train[0], test[0], classes)
         cards.append(f'<div class="card">{page.figure(f"confusion-{slug(row.label)}", fig)}'
                      f'<p class="note">Counts {counted}, each row divided by its total.</p>'
                      f'{_mistakes(study, done, images)}</div>')
@@ -322,7 +310,8 @@ def _mistakes(study: Study, done: list[dict[str, Any]], images: ImageCache) -> s
         mistakes = study.store.load_json(run["id"], "mistakes")
         if mistakes:
             dataset = run["spec"]["dataset"]
-            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset))
+            return figures.mistakes_grid(mistakes, images.get(dataset), images.path(dataset),
+                                         study.classes.get(dataset))
     return ""
 
 
@@ -343,7 +332,7 @@ def export_png(figs: list[tuple[str, go.Figure]], directory: Path) -> list[Path]
 
 # ---------------------------------------------------------------- small helpers
 def _worst(statuses: dict[str, int]) -> str:
-    return next((s for s in ("failed", "diverged", "running", "pending") if s in statuses), "done")
+    return next((s for s in ("failed", "damaged", "diverged", "running", "pending") if s in statuses), "done")
 
 
 def _time(value: dt.datetime | str) -> str:
@@ -360,6 +349,3 @@ def _duration(seconds: float) -> str:
     minutes, sec = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
-
-
-# ---------------------------------------------------------------- page assets (inline: the file works offline)

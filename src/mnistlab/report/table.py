@@ -5,7 +5,10 @@ differs between them. The train columns are what Keras reports and the seed note
 the last epoch's ``history`` (training mode, a running mean over the epoch's batches). The
 evaluation pass over the training set after training is ``train_loss_eval`` / ``train_accuracy_eval``
 (JSON, CSV and the report). Runs trained with different engine-numerics versions
-(``mnistlab.numerics``) are never pooled: such a configuration gets one row per version.
+(``mnistlab.numerics``) are never pooled: such a configuration gets one row per version. The test
+columns are always the test set after training; with a validation split (``validation = 0.1``) the
+table adds the last epoch's ``val acc``, measured on the held-out training images. A run a callback
+stopped early shows it in its status: ``done (stopped at 7)``.
 
 >>> rows = comparison(store, "quick")
 >>> print(render(rows, "markdown"))
@@ -26,6 +29,7 @@ from .stats import Stat, summarize
 
 COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")  # the table's figures
 METRICS = COLUMNS + ("train_loss_eval", "train_accuracy_eval")  # ... and the evaluation pass, in JSON and CSV
+VALIDATION = ("val_loss", "val_accuracy")  # the last epoch's: the table shows them for a validation split
 HIGHER_IS_BETTER = {"train_accuracy": True, "test_accuracy": True, "train_loss": False,
                     "test_loss": False, "seconds": False, "train_loss_eval": False, "train_accuracy_eval": True}
 
@@ -44,6 +48,8 @@ class Row:
     statuses: dict[str, int]  # status -> count over the row's runs
     run_ids: list[str] = field(default_factory=list)
     numerics: int = NUMERICS  # the engine-numerics version its runs were trained with
+    validation: Any = "test"  # "test", "none" or the held-out fraction of the training images
+    stopped: list[int] = field(default_factory=list)  # epochs at which callbacks stopped done runs
 
     @property
     def status(self) -> str:
@@ -51,6 +57,31 @@ class Row:
         if set(self.statuses) == {"done"}:
             return "done"
         return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+
+    @property
+    def status_text(self) -> str:
+        """The status with early stops: ``done (stopped at 7)``, ``done (2 of 3 stopped, at 7, 9)``."""
+        if not self.stopped:
+            return self.status
+        at = ", ".join(map(str, self.stopped))
+        done = self.statuses.get("done", 0)
+        return f"{self.status} ({f'stopped at {at}' if done == 1 else f'{len(self.stopped)} of {done} stopped, at {at}'})"
+
+
+def validation_text(value: Any) -> str:
+    """Where a run's ``val_*`` figures come from, in words."""
+    if value == "none":
+        return "none"
+    if value == "test":
+        return "the test set, after each epoch"
+    return (f"the last {value * 100:g}% of the training images, held out before shuffling; "
+            "the test set scored once, after training")
+
+
+def split_header(rows: list[Row]) -> str | None:
+    """``val acc (10% split)`` when the rows validate on a split of the training images."""
+    split = next((r.validation for r in rows if isinstance(r.validation, float)), None)
+    return f"val acc ({split * 100:g}% split)" if split is not None else None
 
 
 def comparison(store: Store, study: str) -> list[Row]:
@@ -61,8 +92,10 @@ def comparison(store: Store, study: str) -> list[Row]:
     last = {i: h[-1] for i, h in store.histories([r["id"] for r in runs if r["status"] == "done"]).items() if h}
     for run in runs:
         label = f"{run['model']} [{run['point']}]" if run["point"] else run["model"]
+        final = last.get(run["id"], {})
         run = dict(run, train_loss_eval=run["train_loss"], train_accuracy_eval=run["train_accuracy"],
-                   train_loss=last.get(run["id"], {}).get("loss"), train_accuracy=last.get(run["id"], {}).get("accuracy"))
+                   train_loss=final.get("loss"), train_accuracy=final.get("accuracy"),
+                   val_loss=final.get("val_loss"), val_accuracy=final.get("val_accuracy"))
         groups.setdefault((label, version_of(run)), []).append(run)
     versions: dict[str, set[int]] = {}
     for label, version in groups:
@@ -86,8 +119,14 @@ def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS) -> Row
     return Row(label=label, model=first["model"], point=first["point"] or "", sweep=spec.get("sweep", {}),
                params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
                epochs=spec["epochs"], batch_size=spec["batch_size"],
-               stats={m: summarize(r[m] for r in done) for m in METRICS},
-               statuses=statuses, run_ids=[r["id"] for r in runs], numerics=version)
+               stats={m: summarize(r[m] for r in done) for m in METRICS + VALIDATION},
+               statuses=statuses, run_ids=[r["id"] for r in runs], numerics=version,
+               validation=spec.get("validation", "test"), stopped=sorted(s for r in done if (s := stopped_at(r))))
+
+
+def stopped_at(run: dict[str, Any]) -> int | None:
+    """The epoch a callback stopped a run at (recorded in its environment), or None."""
+    return ((run.get("environment") or {}).get("early_stopping") or {}).get("stopped_epoch")
 
 
 def best(rows: list[Row]) -> dict[str, str]:
@@ -103,17 +142,25 @@ def best(rows: list[Row]) -> dict[str, str]:
 HEADERS = ["model", "params", "train loss", "train acc", "test loss", "test acc", "seconds", "status"]
 
 
+def headers(rows: list[Row]) -> list[str]:
+    """:data:`HEADERS`, with the split's ``val acc`` after ``test acc`` when the rows have one."""
+    split = split_header(rows)
+    return HEADERS[:6] + ([split] if split else []) + HEADERS[6:]
+
+
 def text_cells(row: Row) -> list[str]:
     stat = row.stats
+    split = [stat["val_accuracy"].text(4)] if isinstance(row.validation, float) else []
     return [row.label, f"{row.params:,}" if row.params else "—", stat["train_loss"].text(4),
             stat["train_accuracy"].text(4), stat["test_loss"].text(4), stat["test_accuracy"].text(4),
-            stat["seconds"].text(1), row.status]
+            *split, stat["seconds"].text(1), row.status_text]
 
 
 def render(rows: list[Row], fmt: str = "markdown") -> str:
     """``markdown``, ``csv`` or ``json`` text of the table (the terminal view is the CLI's rich table)."""
     if fmt == "markdown":
-        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        heads = headers(rows)
+        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         lines += ["| " + " | ".join(text_cells(r)) + " |" for r in rows]
         return "\n".join(lines)
     if fmt == "json":
@@ -125,7 +172,7 @@ def render(rows: list[Row], fmt: str = "markdown") -> str:
         writer.writerow(["model", "point", "params", "optimizer", "epochs", "batch_size", "status", *columns])
         for r in rows:
             values = [v for m in METRICS for v in r.stats[m].to_json().values()]
-            writer.writerow([r.model, r.point, r.params, r.optimizer, r.epochs, r.batch_size, r.status, *values])
+            writer.writerow([r.model, r.point, r.params, r.optimizer, r.epochs, r.batch_size, r.status_text, *values])
         return out.getvalue()
     raise ValueError(f"unknown table format {fmt!r}; use text, markdown, csv or json")
 
@@ -134,4 +181,5 @@ def to_json(row: Row) -> dict[str, Any]:
     return {"model": row.model, "point": row.point, "sweep": row.sweep, "params": row.params,
             "optimizer": row.optimizer, "epochs": row.epochs, "batch_size": row.batch_size,
             "status": row.status, "runs": row.run_ids, "numerics": row.numerics,
-            **{m: row.stats[m].to_json() for m in METRICS}}
+            "validation": row.validation, "stopped_at": row.stopped,
+            **{m: row.stats[m].to_json() for m in METRICS + (VALIDATION if isinstance(row.validation, float) else ())}}

@@ -4,9 +4,7 @@
 
 Runs already done (same id) are skipped; failed and diverged runs are retried only with
 ``retry_failed``; a run left ``running`` by a process that died is resumed from its last epoch
-checkpoint. The store is written only here, in the driving process: :func:`claim`,
-:func:`commit_epoch`, :func:`record_failure` and :func:`save_result` are the steps every executor
-takes (the Ray driver too, with what its workers send back).
+checkpoint. The store is written only here, in the driving process.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_t
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
 from ..engine.group import MAX_GROUP, fit_group, group_key
 from ..engine.options import EngineOptions
+from ..errors import DamagedArtifact, DataError
 from ..spec import RunSpec, Study, expand
 from ..store import Store
 from .options import RunOptions
@@ -39,6 +38,7 @@ class Reporter(Protocol):
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
     def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
+    def note(self, text: str) -> None: ...  # one line the person should read (a fallback, a warning)
 
 
 class Silent:
@@ -47,14 +47,15 @@ class Silent:
     def batch(self, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
     def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 @dataclass
 class Outcome:
     """What one ``run_study`` call did, by run id."""
 
-    trained: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)  # trained to an end here (done or diverged) from scratch
+    resumed: list[str] = field(default_factory=list)  # ... from a checkpoint
     skipped: list[str] = field(default_factory=list)  # done already, or another process has it
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -76,9 +77,7 @@ def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int |
 
 
 def data_for(spec: RunSpec, engine: EngineOptions | None = None) -> TrainData:
-    """The run's dataset from this machine's verified cache, on the engine's device (kept per process)."""
-    device = (engine or EngineOptions()).resolved().device
-    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, device)
+    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, (engine or EngineOptions()).device)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -94,43 +93,65 @@ def register(study: Study, store: Store) -> list[RunSpec]:
 def run_study(study: Study, store: Store, reporter: Reporter | None = None,
               options: RunOptions | None = None, engine: EngineOptions | None = None) -> Outcome:
     """Train every run of ``study`` not yet done, as ``options`` say (retrying failed runs, grouping
-    same-shape runs) with the engine computing as ``engine`` says."""
+    same-shape runs) with the engine computing as ``engine`` says.
+
+    Every dataset the runs left to train need is loaded first: a data problem raises DataError
+    before any run is claimed, and no run is charged with it."""
     reporter, options, engine = reporter or Silent(), options or RunOptions(), engine or EngineOptions()
     engine.check_available()
     if engine.threads:
         torch.set_num_threads(engine.threads)
+    warn_same_name(study, store, reporter)
     specs = register(study, store)
     status = {r["id"]: r["status"] for r in store.runs(study=study.name)}
+    startable = {"pending", "running"} | ({"failed", "diverged", "damaged"} if options.retry_failed else set())
+    preload([s for s in specs if status.get(s.id) in startable], engine)
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
     for planned in plan(specs, options.group):
-        for members in claim(store, planned, options, outcome):  # just before training: others take other groups
+        for members in claim(store, planned, options, outcome, reporter):  # just before training
+            resumed = members[0][1] is not None
             for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
+                if final != "failed":
+                    (outcome.resumed if resumed else outcome.trained).append(spec.id)
     return outcome
 
 
-def claim(store: Store, planned: list[RunSpec], options: RunOptions,
-          outcome: Outcome) -> list[list[tuple[RunSpec, Checkpoint | None]]]:
-    """Take the runs of one planned group that are ours to train, each with the checkpoint it resumes
-    from (a run left ``running`` by a dead process), split by that epoch (members resume together
-    only from the same one); their history after it is dropped and ``outcome`` says what was taken."""
+def claim(store: Store, planned: list[RunSpec], options: RunOptions, outcome: Outcome,
+          reporter: Reporter) -> list[list[tuple[RunSpec, Checkpoint | None]]]:
+    """Take the runs of one planned group that are ours to train (claimed just before training, so
+    another process can take other groups), each with the checkpoint it resumes from (a run left
+    ``running`` by a dead process), split by that epoch: members resume together only from the same
+    one. Runs done already or taken by another process go to ``outcome.skipped``."""
     claimed = []
     for spec in planned:
         previous = store.claim(spec.id, retry_failed=options.retry_failed)
         if previous is None:
             outcome.skipped.append(spec.id)
         else:
-            claimed.append((spec, last_checkpoint(store, spec) if previous == "running" else None))
+            resume = resume_point(store, spec, reporter) if previous == "running" else fresh_start(store, spec)
+            claimed.append((spec, resume))
     by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
     for spec, ck in claimed:
         by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
-    for epoch, members in by_epoch.items():
-        for spec, _ in members:
-            store.reset_epochs(spec.id, keep=epoch)
-            (outcome.resumed if epoch else outcome.trained).append(spec.id)
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def preload(specs: list[RunSpec], engine: EngineOptions | None = None) -> None:
+    """Load (fetch, verify) every dataset and slice ``specs`` train on, once: DataError stops the study."""
+    for spec in specs:
+        data_for(spec, engine)
+
+
+def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
+    """Another study file with this ``name`` shares its rows in the store: say so (a moved or copied
+    file, with the same text, is the same study)."""
+    known = store.study(study.name)
+    if known and known["path"] and study.path and known["path"] != study.path and known["source"] != study.source:
+        reporter.note(f"study {study.name!r} in this store was last run from {known['path']}, a different file: "
+                      f"both share its rows and table; give one another `name` to keep them apart")
 
 
 def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
@@ -152,10 +173,35 @@ def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
     return order
 
 
-def last_checkpoint(store: Store, spec: RunSpec) -> Checkpoint | None:
-    """The run's last committed epoch checkpoint; either engine resumes from it."""
-    loaded = store.load_arrays(spec.id, "checkpoint")
-    return checkpoint_from_arrays(*loaded) if loaded else None
+def fresh_start(store: Store, spec: RunSpec) -> None:
+    """A run trained again from the start (pending, or retried): no rows or checkpoints of before."""
+    store.drop_checkpoints(spec.id)
+    store.reset_epochs(spec.id, keep=0)
+
+
+def resume_point(store: Store, spec: RunSpec, reporter: Reporter) -> Checkpoint | None:
+    """The run's newest good checkpoint (each is verified by its SHA-256), else the one before it,
+    else None (a fresh start); a fallback is said in one line. The history rows behind the
+    checkpoint are made whole from its own history; rows after it are forgotten."""
+    found, problems = None, []
+    for kind in ("checkpoint", "checkpoint_previous"):
+        try:
+            loaded = store.load_arrays(spec.id, kind)
+            found = checkpoint_from_arrays(*loaded) if loaded else None
+        except (DamagedArtifact, KeyError, ValueError) as exc:  # KeyError, ValueError: its metadata
+            problems.append(str(exc) if isinstance(exc, DamagedArtifact) else f"run {spec.id}: its {kind} is unreadable")
+            store.drop_artifact(spec.id, kind)
+            continue
+        if found is not None:
+            break
+    keep = found.epoch if found else 0
+    if problems:
+        then = f"resuming from its epoch-{keep} checkpoint" if found else "training it again from the start"
+        reporter.note("; ".join(problems) + f"; {then}")
+    restored = store.restore_epochs(spec.id, found.history if found else [], keep)
+    if restored:
+        reporter.note(f"run {spec.id}: {restored} history row(s) restored from its epoch-{keep} checkpoint")
+    return found
 
 
 def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, reporter: Reporter,
@@ -173,7 +219,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
     reporter.run_started(specs, resume[0].epoch if resume else 0)
     try:
         results = train_members(specs, resume, engine, on_epoch, reporter.batch)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DataError):  # a data problem is the study's, not the runs'
         for spec in specs:
             store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
         raise
@@ -192,7 +238,7 @@ def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine:
                   on_epoch: Callable[[RunSpec], Callable[[dict[str, float], Checkpoint], None]],
                   on_batch: Callable[[int, int, float, float], None] | None) -> list[RunResult]:
     """Train ``specs`` (one run, or a group of same-shape runs) on this machine's copy of their data;
-    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs."""
+    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs (inline, or a Ray worker's)."""
     data = data_for(specs[0], engine)
     if len(specs) > 1:
         return fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
@@ -203,9 +249,10 @@ def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine:
 
 def commit_epoch(store: Store, run_id: str, row: dict[str, float], arrays: dict[str, Any],
                  metadata: dict[str, str]) -> None:
-    """One finished epoch into the store: its checkpoint (``checkpoint_to_arrays``) first, then its row."""
-    store.save_arrays(run_id, "checkpoint", arrays, metadata)
-    store.add_epoch(run_id, row)
+    """One finished epoch into the store: the checkpoint file first (a new name each epoch), then its
+    record and the row in one transaction: a kill at any point leaves the previous epoch's pair, or this one's."""
+    path, sha = store.write_artifact(run_id, f"checkpoint-{int(row['epoch'])}", arrays, metadata)
+    store.commit_epoch(run_id, row, "checkpoint", path, sha)
 
 
 def failure_message(exc: BaseException) -> str:
@@ -231,6 +278,12 @@ def save_result(store: Store, result: RunResult) -> None:
         store.save_json(run_id, "confusion_train", result.confusion_train)
         store.save_json(run_id, "confusion_test", result.confusion_test)
         store.save_json(run_id, "mistakes", result.mistakes)
+        if result.predictions:  # the artifacts table, no schema change: a few KiB a run
+            store.save_arrays(run_id, "predictions", result.predictions)
+    if result.history:  # the epochs table has fixed columns: the learning rate of each epoch lives here
+        store.save_json(run_id, "lr", [row.get("lr") for row in result.history])
+    ending = {"early_stopping": result.stopped} if result.stopped else {}  # tables show where it stopped
     store.finish(run_id, result.status, params=result.params, metrics=result.metrics,
-                 seconds=result.seconds, error=result.error, environment=environment(result.engine))
-    store.drop_artifact(run_id, "checkpoint")
+                 seconds=result.seconds, error=result.error, environment=environment(result.engine) | ending)
+    store.drop_checkpoints(run_id)
+

@@ -10,8 +10,13 @@ models that do not group use both cores better as two one-thread runs than as on
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from dataclasses import replace
 from typing import Callable
 
@@ -20,9 +25,11 @@ from ..engine.options import EngineOptions
 from ..errors import StudyError
 from ..spec import Study, parse_study
 from ..store import Store
-from .driver import Outcome, Reporter, run_study
+from .driver import Outcome, Reporter, run_study, warn_same_name
 from .options import RunOptions
 from .ray_executor import run_on_ray
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def inline(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
@@ -38,10 +45,12 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
         raise StudyError("a process pool needs a store file or server, not an in-memory database")
     engine.check_available()  # here, not once per worker
     workers = options.workers
+    if reporter is not None:  # before any worker registers the study under this file
+        warn_same_name(study, store, reporter)
     engine = replace(engine, threads=engine.threads or max(1, (os.cpu_count() or 1) // workers))
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     args = [(study.path, study.source, store.url, str(store.artifacts_dir), options, engine)] * workers
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         outcomes = pool.starmap(_worker, args)
     merged = Outcome()
     for outcome in outcomes:
@@ -52,9 +61,29 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
     return merged
 
 
+def die_with_parent(parent: int) -> None:
+    """Make this worker end when the process that started it dies (a killed ``mnistlab run --workers``
+    must not leave workers training): Linux's PR_SET_PDEATHSIG, elsewhere a thread that watches."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        watched = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        watched = False
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+    if not watched:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # a claimed run stays "running" with a dead owner: the next `run` resumes it
+
+
 def _worker(path: str | None, source: str, url: str, artifacts: str, options: RunOptions,
             engine: EngineOptions) -> Outcome:
-    study = parse_study(source, path or "<study>")
+    study = parse_study(source, path or "<study>", yes=True)  # the parent accepted its run count
     check_study(study)
     return run_study(study, Store(url, artifacts), None, options, engine)
 

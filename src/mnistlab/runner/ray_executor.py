@@ -35,8 +35,8 @@ from ..engine.options import EngineOptions
 from ..errors import OptionsError
 from ..spec import RunSpec, Study
 from ..store import Store
-from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, environment, failure_message, last_checkpoint,
-                     plan, record_failure, register, save_result, train_members)
+from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, environment, failure_message, plan,
+                     record_failure, register, resume_point, save_result, train_members, warn_same_name)
 from .options import RunOptions
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class _Task:
 
     specs: list[RunSpec]
     epoch: int
+    resumed: bool = False  # its runs continued from a checkpoint of an earlier `run` (not a resubmission)
     tries: int = 0
     where: str = ""  # "host pid N" once its worker started it
     committed: dict[str, int] = field(default_factory=dict)  # run id -> epochs committed to the store
@@ -164,13 +165,15 @@ class _Driver:
         self.outcome = Outcome()
 
     def run(self) -> Outcome:
+        warn_same_name(self.study, self.store, self.reporter)
         specs = register(self.study, self.store)
         status = {r["id"]: r["status"] for r in self.store.runs(study=self.study.name)}
         self.reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
         try:
             for planned in plan(specs, self.options.group):
-                for members in claim(self.store, planned, self.options, self.outcome):
-                    self.submit([s for s, _ in members], [ck for _, ck in members], tries=0)
+                for members in claim(self.store, planned, self.options, self.outcome, self.reporter):
+                    self.submit([s for s, _ in members], [ck for _, ck in members], tries=0,
+                                resumed=members[0][1] is not None)
             while self.refs:
                 self.poll()
         except BaseException:  # Ctrl-C or a store error: stop the tasks, keep their checkpoints to resume
@@ -183,13 +186,13 @@ class _Driver:
             self.inbox.shutdown()
         return self.outcome
 
-    def submit(self, specs: list[RunSpec], checkpoints: list[Checkpoint | None], tries: int) -> None:
+    def submit(self, specs: list[RunSpec], checkpoints: list[Checkpoint | None], tries: int, resumed: bool) -> None:
         resume = None
         if checkpoints[0] is not None:  # by reference: one copy in the object store, read by the worker
             resume = [([self.ray.put(arrays)], meta) for arrays, meta in map(checkpoint_to_arrays, checkpoints)]
         epoch = checkpoints[0].epoch if checkpoints[0] is not None else 0
         tag = next(self.tags)
-        self.tasks[tag] = task = _Task(specs, epoch, tries, committed={s.id: epoch for s in specs})
+        self.tasks[tag] = task = _Task(specs, epoch, resumed, tries, committed={s.id: epoch for s in specs})
         ref = self.remote.options(**self.resources, name=task.label[:100]).remote(
             specs, resume, self.engine, self.inbox, tag)
         self.refs[ref] = tag
@@ -254,6 +257,7 @@ class _Driver:
             self.reporter.run_finished(run.spec, run.status, run.error or f"test accuracy {run.test_accuracy:.4f}")
             if run.status == "diverged":
                 self.outcome.diverged.append(run.spec.id)
+            (self.outcome.resumed if task.resumed else self.outcome.trained).append(run.spec.id)
 
     def environment(self) -> dict[str, Any]:
         """What a run that failed on the cluster records: the options asked for (where it ran is unknown)."""
@@ -269,22 +273,17 @@ class _Driver:
             return
         self.outcome.resubmitted += [s.id for s in task.specs]
         by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
-        for spec in task.specs:
-            ck = last_checkpoint(self.store, spec)
+        for spec in task.specs:  # rows past the checkpoint are forgotten, missing ones restored from it
+            ck = resume_point(self.store, spec, self.reporter)
             by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
         for epoch, members in sorted(by_epoch.items()):
-            for spec, _ in members:
-                self.store.reset_epochs(spec.id, keep=epoch)
-            _tell(self.reporter, "notice", f"{task.label}: {reason}; resubmitted from epoch {epoch} "
-                                           f"(attempt {task.tries + 2} of {self.options.resubmits + 1})")
-            self.submit([s for s, _ in members], [ck for _, ck in members], task.tries + 1)
+            self.reporter.note(f"{task.label}: {reason}; resubmitted from epoch {epoch} "
+                               f"(attempt {task.tries + 2} of {self.options.resubmits + 1})")
+            self.submit([s for s, _ in members], [ck for _, ck in members], task.tries + 1, task.resumed)
 
 
 def _tell(reporter: Reporter, hook: str, *args: Any) -> None:
-    """Call an optional Reporter method (``notice(text)``, ``worker_started(specs, host, pid)``);
-    a notice goes to the log where the reporter has no such method."""
+    """Call an optional Reporter method (``worker_started(specs, host, pid)``) where it has one."""
     method = getattr(reporter, hook, None)
     if method is not None:
         method(*args)
-    elif hook == "notice":
-        log.warning("%s", *args)

@@ -6,8 +6,9 @@ its expansion into frozen, content-addressed :class:`RunSpec` s (``schema``).
 
 from ..errors import StudyError
 from .calls import Call, did_you_mean, parse_call
-from .schema import (ModelEntry, RunSpec, Study, TrainSettings, derive_seed, expand, load_study,
-                     parse_study)
+from .schema import (MAX_RUNS, ModelEntry, RunSpec, Study, TrainSettings, build_study, count_runs, derive_seed,
+                     expand, load_study, parse_study)
 
-__all__ = ["Call", "ModelEntry", "RunSpec", "Study", "StudyError", "TrainSettings", "derive_seed",
+__all__ = ["MAX_RUNS", "Call", "ModelEntry", "RunSpec", "Study", "StudyError", "TrainSettings", "build_study",
+           "count_runs", "derive_seed",
            "did_you_mean", "expand", "load_study", "parse_call", "parse_study"]

@@ -1,0 +1,141 @@
+"""What a study will cost before anything trains: runs in total, done, to train, how they group,
+multiply-adds, wall time on this machine and peak memory.
+
+>>> plan = estimate(load_study("studies/quick.toml"), Store.for_study("studies/quick.toml"))
+>>> plan.line()      # 'plan: 3 runs, 0 done, 3 to train in 3 groups; about 1 min 40 s …'
+
+Wall time comes from the store's measured seconds of done runs of the same shape (layers, batch
+size, data) where there are some, scaled to the epochs; else from timing a few training steps of
+the group on random data (:func:`mnistlab.engine.cost.calibrate`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..engine import cost
+from ..spec import RunSpec, Study, expand
+from ..store import Store
+from .driver import plan as group_plan
+
+RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
+SECONDS_LIMIT = 24 * 3600
+
+
+@dataclass
+class GroupCost:
+    """One group (or lone run) of the runs to train."""
+
+    labels: list[str]  # its runs' configurations, repeats folded
+    runs: int
+    macs_per_image: int
+    macs_per_run: int
+    seconds_per_run: float
+    source: str  # "store: n runs" (measured seconds), "calibrated" (timed steps) or "—" (not estimated)
+    peak_bytes: int
+
+
+@dataclass
+class Plan:
+    study: str
+    total: int
+    done: int
+    left_alone: int  # failed or diverged: trained again only with --retry-failed
+    groups: list[GroupCost] = field(default_factory=list)
+
+    @property
+    def to_train(self) -> int:
+        return sum(g.runs for g in self.groups)
+
+    @property
+    def seconds(self) -> float:
+        return sum(g.seconds_per_run * g.runs for g in self.groups)
+
+    @property
+    def peak_bytes(self) -> int:
+        return max((g.peak_bytes for g in self.groups), default=0)  # groups train one after another
+
+    def over_limit(self) -> str | None:
+        """Why ``mnistlab run`` should ask for --yes first, or None."""
+        if self.to_train > RUN_LIMIT:
+            return f"{self.to_train:,} runs to train (more than {RUN_LIMIT:,})"
+        if self.seconds > SECONDS_LIMIT:
+            return f"about {duration(self.seconds)} of training (more than {SECONDS_LIMIT // 3600} h)"
+        return None
+
+    def line(self) -> str:
+        """The one-line estimate ``plan`` ends with and ``run`` prints before it starts."""
+        left = f", {self.left_alone} failed or diverged left alone" if self.left_alone else ""
+        head = f"plan: {self.total} runs, {self.done} done{left}, {self.to_train} to train"
+        if not self.groups:
+            return head
+        groups = len(self.groups)
+        return (f"{head} in {groups} group{'s' * (groups != 1)}; about {duration(self.seconds)} on this "
+                f"machine, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
+
+
+def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool = False,
+             calibrate: bool = True) -> Plan:
+    """The cost of ``mnistlab run`` on ``study`` now; ``calibrate=False`` leaves shapes the store has
+    not measured at 0 seconds (for tests and dry listings)."""
+    specs = expand(study)
+    status = {}
+    for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
+        status |= {r["id"]: r["status"] for r in store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)}
+    again = ("failed", "diverged") if retry_failed else ()
+    todo = [s for s in specs if status.get(s.id, "pending") in ("pending", "running", *again)]
+    done = sum(status.get(s.id) == "done" for s in specs)
+    measured = _measured(store, todo)
+    known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
+    groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
+    return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups)
+
+
+def shape_key(spec: RunSpec | dict[str, Any]) -> tuple:
+    """What a run's seconds per epoch depend on (besides the machine and its grouping)."""
+    get = spec.get if isinstance(spec, dict) else lambda k: getattr(spec, k)
+    return (tuple(get("layers")), get("dataset"), get("batch_size"), get("train_size"), get("test_size"),
+            get("validation"))
+
+
+def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
+    """Seconds per epoch of the store's done runs, by shape, for the shapes still to train."""
+    wanted = {shape_key(s) for s in todo}
+    found: dict[tuple, list[float]] = {}
+    if not wanted:
+        return found
+    for run in store.runs(current=False):
+        key = shape_key(run["spec"])
+        if key in wanted and run["status"] == "done" and run["seconds"] and run["epochs_done"]:
+            found.setdefault(key, []).append(run["seconds"] / run["epochs_done"])
+    return found
+
+
+def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], known: dict[Any, GroupCost],
+                calibrate: bool) -> GroupCost:
+    spec = members[0]
+    labels = list(dict.fromkeys(s.label for s in members))
+    key = (shape_key(spec), spec.epochs, spec.optimizer.split("(")[0], len(members))
+    if key in known:
+        return replace(known[key], labels=labels)
+    seen = measured.get(shape_key(spec))
+    if seen:
+        per_run, source = statistics.median(seen) * spec.epochs, f"store: {len(seen)} runs"
+    else:
+        step = cost.calibrate(members) if calibrate else 0.0
+        per_run = cost.seconds_per_run(members, step)
+        source = "calibrated" if calibrate else "—"
+    known[key] = GroupCost(labels, len(members), cost.macs_per_image(spec), cost.macs_per_run(spec), per_run,
+                           source, cost.peak_bytes(members))
+    return known[key]
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``5 h 07 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:,} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"

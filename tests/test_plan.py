@@ -1,0 +1,118 @@
+"""`mnistlab plan` and the estimate `mnistlab run` prints: counts and groups as the runner plans them,
+multiply-adds against torch's own FLOP counter, seconds from the store where it has them, peak memory
+against a measured process, and the --yes limit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import MLP, tiny_study
+from mnistlab.api import load_study, plan, run
+from mnistlab.engine import cost, onednn
+from mnistlab.engine.layers import build_model, input_shape
+from mnistlab.runner.driver import plan as group_plan
+from mnistlab.runner.estimate import Plan, GroupCost
+from mnistlab.spec import expand, parse_study
+from mnistlab.store import Store
+
+CLI = [sys.executable, "-m", "mnistlab.cli"]
+CNN = ["Conv2D(8, (3, 3), activation='relu')", "MaxPooling2D((2, 2))", "Conv2D(16, (3, 3), padding='same')",
+       "Flatten()", "Dense(32, activation='relu')", "Dense(10, activation='softmax')"]
+
+
+def specs_of(models: dict, **kwargs):
+    return expand(parse_study(tiny_study(models=models, **kwargs)))
+
+
+@pytest.mark.parametrize("layers", [MLP, CNN], ids=["mlp", "cnn"])
+def test_multiply_adds_are_torchs_flop_count_halved(layers, monkeypatch):
+    monkeypatch.setattr(onednn, "_OP", None)  # torch's own matmul, which the FLOP counter sees
+    spec = specs_of({"m": layers})[0]
+    calls = spec.layer_calls()
+    model = build_model(calls, input_shape(calls)).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *model.torch_input_shape))
+    assert cost.macs_per_image(spec) == counter.get_total_flops() // 2
+    train, test = cost.sizes(spec)
+    assert (train, test) == (2000, 500)
+    evaluated = spec.epochs * test + train + test
+    assert cost.macs_per_run(spec) == cost.macs_per_image(spec) * (3 * train * spec.epochs + evaluated)
+
+
+def test_optimizer_state_is_counted_by_stepping_it():
+    slots = {o: cost.optimizer_slots(specs_of({"m": MLP}, optimizer=o)[0])
+             for o in ("adam", "sgd", "SGD(momentum=0.9)", "rmsprop", "adadelta")}
+    assert slots == {"adam": 2, "sgd": 0, "SGD(momentum=0.9)": 1, "rmsprop": 1, "adadelta": 2}
+
+
+def test_plan_counts_and_groups_as_the_runner(write_study, mnist):
+    text = tiny_study(models={"a": MLP, "b": ["Dense(10, activation='softmax')"]}, epochs=1,
+                      extra="repeats = 3")
+    path = write_study(text)
+    study = load_study(path)
+    fresh = plan(study, calibrate=False)
+    assert (fresh.total, fresh.done, fresh.to_train, len(fresh.groups)) == (6, 0, 6, 2)
+    assert [g.runs for g in fresh.groups] == [len(g) for g in group_plan(expand(study))]
+    assert fresh.groups[0].labels == ["a"] and fresh.groups[0].source == "—"
+    run(study)
+    again = plan(study)
+    assert (again.done, again.to_train, again.groups) == (6, 0, []) and again.line() == "plan: 6 runs, 6 done, 0 to train"
+    # more epochs: new runs of the same shape; their time comes from the stored seconds per epoch
+    longer = load_study(write_study(text.replace("epochs = 1", "epochs = 4"), name="longer.toml"))
+    estimate = plan(longer, Store.for_study(path))
+    stored = [r["seconds"] / r["epochs_done"] for r in Store.for_study(path).runs(study="tiny") if r["model"] == "a"]
+    assert estimate.groups[0].source == "store: 3 runs"
+    assert estimate.groups[0].seconds_per_run == pytest.approx(sorted(stored)[1] * 4)
+
+
+def test_calibration_times_the_engine_that_would_train():
+    specs = specs_of({"m": MLP}, extra="repeats = 3")
+    step = cost.calibrate(specs)
+    assert step > 0
+    assert cost.seconds_per_run(specs, step) == pytest.approx(
+        (2 * 32 * step + (2 * 500 + 2500) * step / 64 / 3) / 3)  # 2 epochs of 2,000 / 64 steps, a member's share
+
+
+def test_limits_ask_for_yes():
+    cheap = GroupCost(["a"], 3, 1, 1, 10.0, "store (1 runs)", 2**30)
+    assert Plan("s", 3, 0, 0, [cheap]).over_limit() is None
+    assert "more than 24 h" in Plan("s", 3, 0, 0, [GroupCost(["a"], 3, 1, 1, 40_000.0, "x", 1)]).over_limit()
+    assert "10,001 runs to train" in Plan("s", 10_001, 0, 0, [GroupCost(["a"], 10_001, 1, 1, 0.0, "x", 1)]).over_limit()
+
+
+def test_cli_plan_and_run_print_the_estimate_and_refuse_a_huge_study(write_study, mnist):
+    path = write_study(tiny_study(models={"a": MLP}, epochs=1))
+    shown = subprocess.run([*CLI, "plan", path], capture_output=True, text=True, timeout=600)
+    assert shown.returncode == 0 and "plan: 1 runs, 0 done, 1 to train in 1 group; about " in shown.stdout
+    assert "50,816" in shown.stdout  # 784 x 64 + 64 x 10 multiply-adds an image
+    trained = subprocess.run([*CLI, "run", path], capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0 and trained.stderr.startswith("plan: 1 runs, 0 done, 1 to train")
+    huge = write_study(tiny_study(models={"a": MLP}, extra="repeats = 1000") + textwrap.dedent("""
+        [sweep]
+        "optimizer.learning_rate" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009, 0.01, 0.011]
+        """), name="huge.toml")
+    refused = subprocess.run([*CLI, "run", huge, "-q"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "11,000 runs" in refused.stderr and "more than 10,000" in refused.stderr and "--yes" in refused.stderr
+    assert Store.for_study(huge).study("tiny") is not None  # the small study's store, nothing new trained
+    assert {r["status"] for r in Store.for_study(huge).runs(current=False)} == {"done"}
+
+
+@pytest.mark.slow
+def test_peak_memory_estimate_against_a_measured_process(write_study, mnist):
+    path = write_study(tiny_study(models={"wide": ["Dense(1500, activation='relu')", "Dense(1500, activation='relu')",
+                                                   "Dense(10, activation='softmax')"]},
+                                  epochs=1, train_size=1000, test_size=1000, extra="repeats = 3"))
+    estimate = plan(load_study(path), calibrate=False).peak_bytes
+    code = ("import json, resource, sys; from mnistlab.api import run; run(sys.argv[1]); "
+            "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))")
+    measured = json.loads(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                         timeout=600, check=True).stdout)
+    assert 0.8 * measured < estimate < 1.3 * measured  # 722 MiB against 664 MiB when written

@@ -1,0 +1,158 @@
+"""Nothing lost, nothing silently wrong: copied and moved stores, artifacts verified by SHA-256,
+damaged checkpoints and weights, a report of a study with a damaged run (docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from hostile import (DAMAGE, TWO, Notes, copy, digest, finals, flip, interrupted, invoke, reference,  # noqa: F401
+                     same_numbers, train, write)
+from mnistlab.errors import DamagedArtifact
+from mnistlab.report.html import write_report
+from mnistlab.store import SCHEMA_VERSION, Store
+
+
+# ---------------------------------------------------------------- copied and moved stores
+def test_copied_store_trains_nothing_again_and_leaves_the_original_intact(tmp_path, reference):
+    original = write(tmp_path / "original")
+    train(original)
+    before = digest(original.parent)
+    duplicate = copy(original.parent, tmp_path / "copy") / "study.toml"
+    outcome = train(duplicate)
+    assert outcome.trained == [] and outcome.resumed == [] and len(outcome.skipped) == 1
+    store = Store.for_study(duplicate)
+    run_id = store.runs()[0]["id"]
+    assert store.load_arrays(run_id, "weights") is not None
+    assert digest(original.parent) == before  # the copy read and wrote only its own files
+    assert train(original).trained == []
+
+
+def test_copy_of_an_interrupted_store_resumes_from_its_own_checkpoints(tmp_path, monkeypatch, reference):
+    original = write(tmp_path / "original")
+    interrupted(original, monkeypatch, epoch=2)
+    before = digest(original.parent)
+    assert any("checkpoint-2" in name for name in before)
+    duplicate = copy(original.parent, tmp_path / "copy") / "study.toml"
+    assert len(train(duplicate).resumed) == 1
+    same_numbers(finals(duplicate), reference)
+    assert digest(original.parent) == before  # its checkpoints are still there, untouched
+    assert len(train(original).resumed) == 1  # and it resumes from them, as if never copied
+    same_numbers(finals(original), reference)
+
+
+def test_moved_store_still_loads_its_weights(tmp_path, capsys, reference):
+    original = write(tmp_path / "original")
+    train(original)
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(str(original.parent), str(moved))
+    store = Store.for_study(moved / "study.toml", read_only=True)
+    run_id = store.runs()[0]["id"]
+    assert store.runs()[0]["status"] == "done"
+    arrays, metadata = store.load_arrays(run_id, "weights")
+    assert arrays["dense_1.weight"].shape == (64, 784) and metadata["run_id"] == run_id
+    code, out, err = invoke(capsys, "show", run_id[:8], "--store", moved / "mnistlab.db")
+    assert code == 0 and "status: done" in out
+    assert train(moved / "study.toml").trained == []
+
+
+def test_schema_1_absolute_paths_are_migrated_to_relative(tmp_path):
+    store = Store(str(tmp_path / "db.sqlite"))
+    store.register({"name": "s"}, [{"id": "abcd1234", "model": "m", "layers": []}])
+    store.save_arrays("abcd1234", "weights", {"w": np.arange(4, dtype=np.float32)})
+    with store.engine.begin() as conn:  # what mnistlab 0.1 wrote: absolute paths, schema 1
+        conn.exec_driver_sql("UPDATE artifacts SET path = '/old/home/mnistlab-artifacts/abcd1234/weights.safetensors'")
+        conn.exec_driver_sql("UPDATE mnistlab_info SET value = '1' WHERE key = 'schema_version'")
+    store.engine.dispose()
+    old = Store(str(tmp_path / "db.sqlite"), read_only=True)  # read as it is, not migrated
+    assert old.load_arrays("abcd1234", "weights")[0]["w"].tolist() == [0, 1, 2, 3]
+    migrated = Store(str(tmp_path / "db.sqlite"))
+    with migrated.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT path FROM artifacts").scalar() == "abcd1234/weights.safetensors"
+        assert conn.exec_driver_sql("SELECT value FROM mnistlab_info WHERE key = 'schema_version'").scalar() \
+            == str(SCHEMA_VERSION) == "2"
+    assert migrated.load_arrays("abcd1234", "weights")[0]["w"].tolist() == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+@pytest.mark.parametrize("damage,which,then", [
+    ("flipped", ["checkpoint-2"], "resuming from its epoch-1 checkpoint"),
+    ("truncated", ["checkpoint-2"], "resuming from its epoch-1 checkpoint"),
+    ("truncated", ["checkpoint-2", "checkpoint-1"], "training it again from the start"),
+])
+def test_damaged_checkpoint_falls_back_and_says_so(tmp_path, monkeypatch, reference, damage, which, then):
+    path = write(tmp_path)
+    interrupted(path, monkeypatch, epoch=2)
+    run_id = Store.for_study(path).runs()[0]["id"]
+    for name in which:
+        DAMAGE[damage](tmp_path / "mnistlab-artifacts" / run_id / f"{name}.safetensors")
+    notes = Notes()
+    outcome = train(path, reporter=notes)
+    assert (outcome.resumed if len(which) == 1 else outcome.trained) == [run_id]
+    assert len(notes.lines) == 1 and then in notes.lines[0] and "damaged" in notes.lines[0]
+    assert "\n" not in notes.lines[0]
+    same_numbers(finals(path), reference)  # never a silent resume from wrong weights
+    assert not [p for p in (tmp_path / "mnistlab-artifacts" / run_id).iterdir() if "checkpoint" in p.name]
+
+
+def test_history_rows_missing_behind_a_checkpoint_are_restored(tmp_path, monkeypatch, reference):
+    path = write(tmp_path)  # as a kill between the checkpoint and its row left the old store
+    interrupted(path, monkeypatch, epoch=2)
+    store = Store.for_study(path)
+    run_id = store.runs()[0]["id"]
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM epochs WHERE epoch = 2")
+    store.engine.dispose()
+    notes = Notes()
+    assert train(path, reporter=notes).resumed == [run_id]
+    assert any("1 history row(s) restored" in line for line in notes.lines)
+    same_numbers(finals(path), reference)
+
+
+# ---------------------------------------------------------------- damaged final weights
+@pytest.fixture(scope="module")
+def two_done(tmp_path_factory, mnist):
+    """A done study of two runs, to copy and damage."""
+    path = write(tmp_path_factory.mktemp("two"), TWO)
+    train(path)
+    return path.parent
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "deleted"])
+def test_damaged_weights_affect_only_their_run(tmp_path, capsys, two_done, damage):
+    path = copy(two_done, tmp_path / "study") / "study.toml"
+    store = Store.for_study(path, read_only=True)
+    bad, good = (r["id"] for r in store.runs())
+    DAMAGE[damage](path.parent / "mnistlab-artifacts" / bad / "weights.safetensors")
+    with pytest.raises(DamagedArtifact, match=f"run {bad}: its weights file .* (damaged|missing)"):
+        store.load_arrays(bad, "weights")
+    assert store.load_arrays(good, "weights") is not None
+    assert [r["status"] for r in store.runs()] == ["damaged", "done"]
+    code, out, _ = invoke(capsys, "ls", path)
+    assert code == 0 and "damaged" in out and "done" in out
+    code, out, _ = invoke(capsys, "table", path, "--format", "markdown")
+    assert code == 0 and "| 1 damaged |" in out
+    report = write_report(store, "two", tmp_path / "r.html").read_text()
+    assert f"run {bad} is damaged" in report and "--retry-failed" in report and 's-damaged' in report
+    assert invoke(capsys, "export", bad, "--store", path.parent / "mnistlab.db", "-o", tmp_path / "x")[0] == 2
+    assert train(path).trained == []  # skipped, as failed runs are, until asked
+    assert train(path, retry_failed=True).trained == [bad]
+    assert [r["status"] for r in store.runs()] == ["done", "done"]
+    assert store.load_arrays(bad, "weights") is not None
+
+
+def test_artifact_changed_on_disk_is_detected_when_read(tmp_path):
+    store = Store(str(tmp_path / "db.sqlite"))
+    store.register({"name": "s"}, [{"id": "abcd1234", "model": "m", "layers": []}])
+    written = store.save_arrays("abcd1234", "weights", {"w": np.ones(1000, dtype=np.float32)})
+    assert written == tmp_path / "db-artifacts" / "abcd1234" / "weights.safetensors"
+    with store.engine.connect() as conn:  # recorded relative to the store, with its SHA-256
+        row = conn.execute(sa.text("SELECT path, sha256 FROM artifacts")).one()
+    assert row.path == "abcd1234/weights.safetensors" and len(row.sha256) == 64
+    flip(written)
+    with pytest.raises(DamagedArtifact, match="SHA-256"):
+        store.load_arrays("abcd1234", "weights")
