@@ -51,8 +51,11 @@ def test_ctrl_c_exits_130_says_what_was_kept_and_a_rerun_finishes(tmp_path, mnis
     models = {"a": ["Dense(64, activation='relu')", "Dense(10, activation='softmax')"],
               "b": ["Dense(32, activation='relu')", "Dense(10, activation='softmax')"]}
     path = write(tmp_path, tiny_study(models=models, epochs=4, train_size=6000, test_size=500))
+    # SIGINT as a terminal's Ctrl-C delivers it, even when the suite itself runs in the background
+    # of a non-interactive shell (which starts its children with SIGINT ignored)
     proc = subprocess.Popen([*CLI, "run", str(path), "--no-group"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:
         seen.append(line)

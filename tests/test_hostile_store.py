@@ -142,7 +142,8 @@ def test_corrupt_data_cache_stops_the_study_before_any_claim(tmp_path):
     env = dict(os.environ, MNISTLAB_DATA=str(cache))
     done = subprocess.run([*CLI, "run", str(study)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "corrupt cache" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # after the plan's line
+    assert len(errors) == 1 and "corrupt cache" in errors[0] and errors[0] == done.stderr.strip().splitlines()[-1]
     assert {r["status"] for r in Store.for_study(study).runs()} == {"pending"}  # no run charged with it
 
 

@@ -283,7 +283,13 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
     """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
     from .api import load_study, plan as plan_api
     from .api import duration
-    estimate = plan_api(load_study(study), _store(store, study), group=group, retry_failed=retry_failed)
+    from .errors import NoStore
+    try:
+        db = _store(store, study)
+    except NoStore:  # never run yet: nothing done, nothing measured
+        from .store import Store
+        db = Store("sqlite:///:memory:")
+    estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed)
     table = Table("group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB",
                   title=f"plan of {escape(estimate.study)}")
     for g in estimate.groups:

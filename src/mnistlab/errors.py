@@ -46,6 +46,10 @@ class StoreError(MnistlabError, RuntimeError):
     """The store cannot be used: one line naming the database and what to do."""
 
 
+class NoStore(StoreError):
+    """A store opened only to read does not exist (nothing has been run against it yet)."""
+
+
 class DamagedArtifact(StoreError):
     """A recorded artifact file is missing, or its bytes are not those recorded (SHA-256): one run's
     weights or checkpoint, not the whole store. ``mnistlab run --retry-failed`` retrains such a run."""

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import NoStore, StoreError
 
 
 def now() -> dt.datetime:
@@ -73,7 +73,7 @@ def _sqlite_engine(database: str, read_only: bool) -> sa.Engine:
     if path.is_dir():
         raise StoreError(f"{database}: is a directory; --store wants a database file or URL")
     if read_only and not path.exists():
-        raise StoreError(f"no store at {database}; `mnistlab run STUDY.toml` makes one, or pass --store")
+        raise NoStore(f"no store at {database}; `mnistlab run STUDY.toml` makes one, or pass --store")
     writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
     url = sa.engine.URL.create("sqlite", database=database)  # not parsed: any character may be in a path
     if not read_only:
