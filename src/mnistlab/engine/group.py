@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -304,7 +304,8 @@ def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Cal
         diverged = [k for k in range(len(group.specs)) if not math.isfinite(loss[k])]
         for k in diverged:
             spec = group.specs[k]
-            results[spec.id] = RunResult(spec, "diverged", histories[spec.id], _params(spec), seconds[spec.id],
+            params = _meta_model(spec).count_params()
+            results[spec.id] = RunResult(spec, "diverged", histories[spec.id], params, seconds[spec.id],
                                          error=f"training loss became {loss[k]} in epoch {epoch + 1}")
         if diverged:
             alive = [k for k in range(len(group.specs)) if k not in diverged]
@@ -386,7 +387,7 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
     test = _evaluate(group, data.x_test, data.y_test)
     results = {}
     for k, spec in enumerate(group.specs):
-        r = RunResult(spec, "done", histories[spec.id], _params(spec), seconds[spec.id],
+        r = RunResult(spec, "done", histories[spec.id], _meta_model(spec).count_params(), seconds[spec.id],
                       train_loss=train[0][k], train_accuracy=train[1][k],
                       test_loss=test[0][k], test_accuracy=test[1][k])
         r.confusion_train = confusion(data.y_train, train[2][k].argmax(1))
@@ -396,7 +397,3 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
         r.weights = {n: t.cpu().contiguous() for n, t in group.member_state(k).items()}
         results[spec.id] = r
     return results
-
-
-def _params(spec: RunSpec) -> tuple[int, int, int]:
-    return _meta_model(spec).count_params()

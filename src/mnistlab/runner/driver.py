@@ -77,7 +77,9 @@ def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int |
 
 
 def data_for(spec: RunSpec, engine: EngineOptions | None = None) -> TrainData:
-    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, (engine or EngineOptions()).device)
+    """The run's dataset from this machine's verified cache, on the engine's device (kept per process)."""
+    device = (engine or EngineOptions()).resolved().device
+    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, device)
 
 
 def study_record(study: Study) -> dict[str, Any]:
