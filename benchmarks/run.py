@@ -6,6 +6,8 @@ From the repository root, with the project venv (peers' venvs: ``bash benchmarks
     .venv/bin/python -m benchmarks.run --only W1 --epochs 2 --reps 1    # a quick look
     .venv/bin/python -m benchmarks.run --only S2 --epochs 2 --repeats 1 # sweep, extrapolated
     .venv/bin/python -m benchmarks.run --write docs/PERFORMANCE.md      # also update the doc
+    .venv/bin/python -m benchmarks.run --only W1,W3,S2 --contenders mnistlab,torch-plain --device cuda
+    .venv/bin/python -m benchmarks.run --only W3 --contenders mnistlab --precision bf16
 
 Each contender runs as its own subprocess (so peak RSS is per process), contenders alternate
 within a repetition and the order rotates between repetitions. The first epoch of every run
@@ -24,10 +26,8 @@ disturbance kept.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.machine import busy_cpu_seconds, wait_for_quiet
-from benchmarks.workloads import WORKLOADS, Workload, epoch_flops, select_runs
+from benchmarks.tables import header, per, table, workload_flops, write_section
+from benchmarks.workloads import WORKLOADS, Workload, select_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / "benchmarks" / ".venvs"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"  # torch-plain and mnistlab run here
 if not PROJECT_PYTHON.exists():
     PROJECT_PYTHON = Path(sys.executable)
-BEGIN, END = "<!-- benchmarks.run: begin -->", "<!-- benchmarks.run: end -->"
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,25 @@ CONTENDERS = {c.name: c for c in (
 
 # ---- measuring -------------------------------------------------------------------------------
 
-def sgemm_peak(threads: int, n: int = 2048, tries: int = 7) -> dict[str, float]:
-    """Best GFLOP/s of an n x n fp32 matmul on `threads` threads (after two warm-up calls), by the two
+def sgemm_peak(threads: int, n: int = 2048, tries: int = 7, device: str = "cpu",
+               precision: str = "fp32") -> dict[str, float]:
+    """Best GFLOP/s of an n x n matmul on `threads` threads (after two warm-up calls), by the two
     GEMMs torch's CPU wheel carries: torch.mm (MKL, which takes its AVX2 path on AMD CPUs) and oneDNN
     (``torch.ops.mkldnn._linear_pointwise``, which uses AVX-512 where the CPU has it). The larger is the
-    machine's peak for the tables."""
+    machine's peak for the tables. On CUDA: torch.mm on the GPU (n = 8192), in the precision measured
+    (fp32 without TF32, as torch's default; bf16 on the tensor cores)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    calls = {"torch.mm (MKL)": lambda: torch.mm(a, b)}
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        calls["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    if device == "cuda":
+        n, dtype = 8192, torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
+        calls = {f"cuBLAS {precision}": lambda: (torch.mm(a, b), torch.cuda.synchronize())}
+    else:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        calls = {"torch.mm (MKL)": lambda: torch.mm(a, b)}
+        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            calls["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
     peaks = {}
     for name, call in calls.items():
         best = float("inf")
@@ -137,6 +144,8 @@ def run_peer(c: Contender, w: Workload, args: argparse.Namespace) -> PeerRun:
         cmd += ["--repeats", str(args.repeats)]
     if args.data:
         cmd += ["--data", str(args.data)]
+    if (args.device, args.precision) != ("cpu", "fp32"):  # keras peers refuse what they do not measure
+        cmd += ["--device", args.device, "--precision", args.precision]
     wait_for_quiet(args.quiet_wait)
     busy, mine, wall = busy_cpu_seconds(), children_cpu_seconds(), time.monotonic()
     try:
@@ -261,75 +270,6 @@ def summarise(w: Workload, runs: list[PeerRun], args) -> list[Row]:
     return rows
 
 
-# ---- reporting -------------------------------------------------------------------------------
-
-def workload_flops(w: Workload) -> float:
-    """FLOPs behind the reported time: one epoch of a single run, or the whole sweep."""
-    if w.is_sweep:
-        return sum(epoch_flops(run) * run.epochs for run in w.runs)
-    return epoch_flops(w.runs[0])
-
-
-def table(w: Workload, rows: list[Row], peak: float, unavailable: dict, args) -> str:
-    """The workload's Markdown table: fastest first, then the FLOP limit, then who did not run."""
-    if w.is_sweep:
-        nominal = max(r.epochs for r in w.runs)
-        head = (f"| contender | sweep s, extrapolated to {nominal} epochs/run (min–max) | × fastest | "
-                f"measured s ({per(args, 'epochs', w)} epochs/run) | GFLOP/s | % of peak | peak RSS MiB | last val acc | reps | others' load |")
-    else:
-        head = ("| contender | steady s/epoch (min–max of reps) | × fastest | first epoch s | "
-                "GFLOP/s | % of peak | peak RSS MiB | last val acc | steady epochs | others' load |")
-    settings = [f"{n} {per(args, n, w)}" for n in ("epochs", "reps") if per(args, n, w) != getattr(args, n)]
-    out = [f"**{w.name}** — {w.description}" + (f" ({', '.join(settings)})" if settings else ""), "", head, "|" + "---|" * (head.count("|") - 1)]
-    fastest = min((r.seconds for r in rows), default=float("nan"))
-    for r in sorted(rows, key=lambda r: r.seconds):
-        gflops = r.flops / r.seconds / 1e9
-        out.append(f"| {r.contender} | {r.seconds:.3g} ({r.spread[0]:.3g}–{r.spread[1]:.3g}) | "
-                   f"{r.seconds / fastest:.2f} | {r.first:.3g} | {gflops:.1f} | {100 * gflops / peak:.0f}% | "
-                   f"{r.rss_mib:.0f} | {r.val_accuracy:.4f} | {r.n} | {r.others:.2f} |")
-    limit = workload_flops(w) / peak / 1e9
-    out.append(f"| *limit at sgemm peak* | {limit:.3g} | {limit / fastest:.2f} | | {peak:.0f} | 100% | | | | |")
-    for key, why in unavailable.items():
-        name, where = key if isinstance(key, tuple) else (key, w.name)
-        if where == w.name:
-            out.append(f"| {name} | not available ({why}) | | | | | | | | |")
-    return "\n".join(out)
-
-
-def header(peaks: dict[str, float], args, versions: dict, data: set, load: float, sweeps: bool) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    peers = "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in v.items())}" for name, v in versions.items())
-    return "\n".join([
-        f"Measured {datetime.date.today()} with `python -m benchmarks.run {' '.join(args.argv)}`",
-        f"on {cpu}, {os.cpu_count()} cores, {args.threads} threads per contender, "
-        f"Python {platform.python_version()}; sgemm peak (2048² fp32, best before/after) "
-        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
-        + f" GFLOP/s (the tables use {max(peaks.values()):.0f}); load average at start {load:.2f}.",
-        f"Versions: {peers or 'none ran'}. Data: {', '.join(sorted(data)) or 'n/a'}.",
-        f"Medians of {args.reps} repetition(s) x {args.epochs} epochs, each contender a fresh process; "
-        "the first epoch of each run (compilation, warm-up) is excluded from s/epoch. "
-        "Others' load: cores other processes kept busy during a timed epoch (worst one); "
-        f"a process disturbed above {args.contention} was run again (up to {args.retries} times).",
-    ] + ([
-        "Sweeps are measured with the epochs above per run and extrapolated: "
-        "run = setup + first epoch + (epochs - 1) x median steady epoch"
-        + (f"; only {args.repeats} repeat(s) per configuration measured, scaled to all." if args.repeats else ".")
-    ] if sweeps else []))
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace the harness's section of `path` (between its markers), or append one."""
-    section = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# Performance\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n## Side-by-side benchmark\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -345,6 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--for", dest="overrides", default="",
                    help="per-workload epochs/reps, e.g. W3:epochs=2,W3:reps=1,S2:reps=1")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the contenders train")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast (not keras peers)")
     p.add_argument("--repeats", type=int, default=None,
                    help="sweeps: measure only the first N repeats of each configuration, extrapolate")
     p.add_argument("--data", type=Path, default=None, help="mnist.npz (default: the peers' default)")
@@ -370,11 +312,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def per(args: argparse.Namespace, name: str, w: Workload) -> int:
-    """``args.epochs`` or ``args.reps``, or the workload's own from ``--for``."""
-    return args.per.get((w.name, name), getattr(args, name))
-
-
 def choose(text: str, known: dict, what: str) -> list:
     names = [n.strip() for n in text.split(",") if n.strip()]
     wrong = [n for n in names if n not in known]
@@ -385,6 +322,11 @@ def choose(text: str, known: dict, what: str) -> list:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here")
     workloads = choose(args.only, WORKLOADS, "workload")
     contenders = choose(args.contenders, CONTENDERS, "contender")
     unavailable = {c.name: c.missing() for c in contenders if c.missing()}
@@ -392,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         progress(f"{name}: skipped ({why})")
     load = os.getloadavg()[0]  # others' work on the machine skews every timing: say how much
     wait_for_quiet(args.quiet_wait)
-    peaks = sgemm_peak(args.threads)
+    peaks = sgemm_peak(args.threads, device=args.device, precision=args.precision)
     progress(f"sgemm peak: {', '.join(f'{k} {v:.0f}' for k, v in peaks.items())} GFLOP/s on {args.threads} "
              f"threads; load average {load:.2f}")
     results, everything = [], []
@@ -401,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         everything += runs
         results.append((w, summarise(w, runs, args)))
     wait_for_quiet(args.quiet_wait)
-    peaks = {k: max(v, peaks[k]) for k, v in sgemm_peak(args.threads).items()}
+    peaks = {k: max(v, peaks[k]) for k, v in sgemm_peak(args.threads, device=args.device,
+                                                         precision=args.precision).items()}
     peak = max(peaks.values())
     sections = [table(w, rows, peak, unavailable, args) for w, rows in results]
     starts = [r.event("start")[0] for r in everything]

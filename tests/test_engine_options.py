@@ -46,8 +46,8 @@ def test_bad_engine_options_are_one_line_errors(kwargs, message):
 
 
 def test_bad_run_options():
-    with pytest.raises(OptionsError, match="executor 'ray' is unknown"):
-        RunOptions(executor="ray")
+    with pytest.raises(OptionsError, match="executor 'spark' is unknown"):
+        RunOptions(executor="spark")
     with pytest.raises(OptionsError, match="--workers must be at least 1"):
         RunOptions(workers=0)
 

@@ -73,7 +73,7 @@ epochs = 3
 
 @pytest.mark.parametrize("kwargs,expected", [
     ({"models": {"m": [OUT]}, "train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1 (got 0)"),
-    ({"models": {"m": [OUT]}, "train": {"epoch": 2}}, "train.epoch: unknown field; expected one of: batch_size, callbacks, epochs,"),
+    ({"models": {"m": [OUT]}, "train": {"epoch": 2}}, "train.epoch: unknown field; expected one of: batch_size, callbacks, device, epochs,"),
     ({"models": [{"name": "m"}]}, "model[1].layers: required field is missing"),
     ({}, "model: required field is missing"),
     ({"models": {"m": [OUT]}, "modles": 1}, "modles: unknown field; expected one of:"),

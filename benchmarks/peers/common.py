@@ -42,6 +42,9 @@ def parse_args(peer_default: str, argv: list[str] | None = None) -> argparse.Nam
     p.add_argument("--peer", default=peer_default, help="name written in the report lines")
     p.add_argument("--subset", type=int, default=None,
                    help="smoke tests only: the first N training and test images")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (cuda: one GPU)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: autocast forward passes, fp32 weights and loss")
     return p.parse_args(argv)
 
 

@@ -130,6 +130,8 @@ def train_run(run: Run, data, epochs: int, on_epoch) -> dict:
 
 def main() -> None:
     args = parse_args("keras-" + os.environ.get("KERAS_BACKEND", "jax").replace("tensorflow", "tf"))
+    if (args.device, args.precision) != ("cpu", "fp32"):
+        raise SystemExit(f"keras peers run on the CPU in fp32 only, not {args.device}/{args.precision}")
     pin_threads(args.threads)
     backend = configure_backend(args.threads)
     if backend == "tensorflow":

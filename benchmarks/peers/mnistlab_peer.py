@@ -45,14 +45,16 @@ def layer_text(layer: Layer) -> str:
     return LAYER_TEXT[layer.kind](layer.args)
 
 
-def study_toml(name: str, runs: tuple[Run, ...], epochs: int, subset: int | None = None) -> str:
+def study_toml(name: str, runs: tuple[Run, ...], epochs: int, subset: int | None = None,
+               device: str = "cpu", precision: str = "fp32") -> str:
     """The runs as one study: a [[model]] per model, its learning rates swept, repeats counted."""
     by_model: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_model[run.model.name].append(run)
     lines = [f"name = {json.dumps('benchmark ' + name)}",
              f"repeats = {max(r.repeat for r in runs) + 1}",
-             "[train]", f"epochs = {epochs}"] + ([f"train_size = {subset}", f"test_size = {subset}"] if subset else [])
+             "[train]", f"epochs = {epochs}", f"device = {json.dumps(device)}", f"precision = {json.dumps(precision)}"]
+    lines += [f"train_size = {subset}", f"test_size = {subset}"] if subset else []
     for model_name, model_runs in by_model.items():
         first = model_runs[0]
         rates = sorted({r.learning_rate for r in model_runs})
@@ -79,7 +81,7 @@ def train_study(study, args) -> None:
     from benchmarks.machine import EpochClock
     from benchmarks.peers.common import Reporter
     from mnistlab import __version__
-    from mnistlab.api import check_study
+    from mnistlab.api import EngineOptions, check_study
     from mnistlab.runner.driver import Silent, run_study
     from mnistlab.store import Store
 
@@ -87,7 +89,7 @@ def train_study(study, args) -> None:
     report = Reporter(args.peer, WORKLOADS[args.workload])
     report.emit(event="start", versions={"mnistlab": __version__, "torch": torch.__version__},
                 data="mnistlab cache" + (f", first {args.subset} images" if args.subset else ""),
-                threads=args.threads)
+                threads=args.threads, device=args.device, precision=args.precision)
 
     class Lines(Silent):
         def run_started(self, specs, resumed_from):
@@ -108,7 +110,8 @@ def train_study(study, args) -> None:
                             runs=len(self.specs), status=status)
 
     with tempfile.TemporaryDirectory() as scratch:
-        run_study(study, Store(f"sqlite:///{scratch}/bench.db"), Lines())
+        run_study(study, Store(f"sqlite:///{scratch}/bench.db"), Lines(),
+                  engine=EngineOptions.from_environment(settings=study.train))  # its device and precision
     report.end()
 
 
@@ -120,7 +123,8 @@ def main() -> None:
     except ImportError as exc:
         raise SystemExit(f"mnistlab peer: cannot import mnistlab ({exc})") from None
     runs = select_runs(WORKLOADS[args.workload], args.repeats)
-    study = parse_study(study_toml(args.workload, runs, args.epochs, args.subset), path=f"<benchmark {args.workload}>")
+    study = parse_study(study_toml(args.workload, runs, args.epochs, args.subset, args.device, args.precision),
+                        path=f"<benchmark {args.workload}>")
     train_study(study, args)
 
 

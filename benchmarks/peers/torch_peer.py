@@ -4,8 +4,9 @@ Run from the repository root with the project venv:
 
     .venv/bin/python -m benchmarks.peers.torch_peer --workload W1 --epochs 3 --threads 2
 
-The whole dataset is one float tensor (pixels / 255); batches are `randperm` slices (the last,
-partial batch included, as Keras does); no DataLoader, no torch.compile. Keras semantics where
+The whole dataset is one float tensor (pixels / 255) on the device (``--device cuda``: the GPU);
+batches are `randperm` slices (the last, partial batch included, as Keras does); no DataLoader, no
+torch.compile; ``--precision bf16`` autocasts the forward pass, as the PyTorch AMP recipe does. Keras semantics where
 they matter for the work done: glorot-uniform / RandomNormal initialisation, BatchNorm momentum
 0.99 (torch's 0.01) and eps 1e-3, Adam eps 1e-7. Softmax + categorical cross-entropy is
 `F.cross_entropy` on logits. Validation runs in batches of the training batch size (Keras'
@@ -71,33 +72,41 @@ def build_model(run: Run):
     return nn.Sequential(*modules)
 
 
-def to_tensors(run: Run, data):
-    """(x_train, y_train, x_test, y_test): float pixels / 255 in NCHW (CNN) or flat (MLP)."""
+def to_tensors(run: Run, data, device: str = "cpu"):
+    """(x_train, y_train, x_test, y_test): float pixels / 255 in NCHW (CNN) or flat (MLP), on ``device``."""
     import torch
 
     shape = run.model.input_shape
     torch_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
 
     def x(images):
-        return (torch.from_numpy(images).float() / 255).reshape(len(images), *torch_shape)
+        return (torch.from_numpy(images).float() / 255).reshape(len(images), *torch_shape).to(device)
 
     def y(labels):
-        return torch.from_numpy(labels).long()
+        return torch.from_numpy(labels).long().to(device)
 
     return x(data.x_train), y(data.y_train), x(data.x_test), y(data.y_test)
 
 
-def train_epoch(model, optimizer, x, y, batch_size):
+def autocast(x, precision: str):
+    import torch
+
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_epoch(model, optimizer, x, y, batch_size, precision: str = "fp32"):
     """One pass over (x, y) in random batches; returns Keras-style (mean loss, accuracy)."""
     import torch
     import torch.nn.functional as F
 
     model.train()
-    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-    for idx in torch.randperm(len(x)).split(batch_size):
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for idx in torch.randperm(len(x), device=x.device).split(batch_size):
         xb, yb = x[idx], y[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        with autocast(x, precision):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -106,32 +115,32 @@ def train_epoch(model, optimizer, x, y, batch_size):
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-def evaluate(model, x, y, batch_size):
+def evaluate(model, x, y, batch_size, precision: str = "fp32"):
     import torch
     import torch.nn.functional as F
 
     model.eval()
     loss_sum, correct = 0.0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(x, precision):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            logits = model(xb)
+            logits = model(xb).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(1) == yb).sum().item()
     return loss_sum / len(x), correct / len(x)
 
 
-def train_run(run: Run, data, epochs: int, on_epoch) -> None:
+def train_run(run: Run, data, epochs: int, on_epoch, device: str = "cpu", precision: str = "fp32") -> None:
     import torch
 
     torch.manual_seed(run.seed)
-    x_train, y_train, x_test, y_test = to_tensors(run, data)
-    model = build_model(run)
+    x_train, y_train, x_test, y_test = to_tensors(run, data, device)
+    model = build_model(run).to(device)
     optimizer = OPTIMIZERS[run.optimizer](torch, model.parameters(), run.learning_rate)
     clock = EpochClock()
     for epoch in range(1, epochs + 1):
         clock.start()
-        loss, accuracy = train_epoch(model, optimizer, x_train, y_train, run.batch_size)
-        val_loss, val_accuracy = evaluate(model, x_test, y_test, run.batch_size)
+        loss, accuracy = train_epoch(model, optimizer, x_train, y_train, run.batch_size, precision)
+        val_loss, val_accuracy = evaluate(model, x_test, y_test, run.batch_size, precision)  # .item()s: synced
         on_epoch(epoch, clock.stop(), {"loss": loss, "accuracy": accuracy,
                                        "val_loss": val_loss, "val_accuracy": val_accuracy})
 
@@ -142,7 +151,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    main_loop(args, {"torch": torch.__version__}, train_run)
+    versions = {"torch": torch.__version__} | ({"gpu": torch.cuda.get_device_name(0)} if args.device == "cuda" else {})
+    main_loop(args, versions, lambda run, data, epochs, on_epoch: train_run(run, data, epochs, on_epoch,
+                                                                           args.device, args.precision))
 
 
 if __name__ == "__main__":

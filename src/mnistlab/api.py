@@ -140,7 +140,8 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
     ``options`` (or the same fields as keywords: ``retry_failed=True``, ``group=False``, ``workers=2``)
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
-    ``workers > 1`` trains in that many local processes sharing the store (no progress, only notes).
+    ``workers > 1`` trains in that many local processes sharing the store (no progress, only notes);
+    ``executor="ray"`` on a Ray cluster (``address=``; docs/DISTRIBUTED.md).
     ``yes`` accepts a study file of more than 10,000 runs (as in :func:`load_study`).
     Returns :class:`Results`: what this call did (``.trained``, ``.resumed``, ``.skipped``, ``.diverged``,
     ``.failed``) and the study's results as DataFrames. ``progress`` (default: only under Jupyter) shows
@@ -155,7 +156,7 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     options = replace(options or RunOptions(), **settings)
     if options.workers > 1 and options.executor == "inline":
         options = replace(options, executor="processes")
-    engine = engine or EngineOptions.from_environment()
+    engine = engine or EngineOptions.from_environment(settings=study.train)  # its [train] device and precision
     inline = options.executor == "inline"
     bar = NotebookProgress() if inline and reporter is None and (in_notebook() if progress is None else progress) else None
     try:

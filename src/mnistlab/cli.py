@@ -92,7 +92,16 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
                                                                 "(each with cores/N threads); 1 trains here."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Start even above 10,000 runs or 24 hours of estimated "
-                                                             "training (refused otherwise).")):
+                                                             "training (refused otherwise)."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or ray "
+                                               "(default: inline; processes with --workers N)"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto (one started with "
+                                              "`ray start --head` here) or HOST:PORT (default: $RAY_ADDRESS, "
+                                              "else a local cluster for this run)"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the study's "
+                                             "[train] device; auto: a CUDA GPU when there is one)"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights; "
+                                                "default: the study's [train] precision, fp32)")):
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
@@ -102,13 +111,16 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
         raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
-    reporter = _reporter(quiet or workers > 1)
-    if workers > 1 and not quiet:
-        err.print(f"training in {workers} worker processes…", highlight=False)
+    executor = executor or ("processes" if workers > 1 else "inline")
+    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
+    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
+    reporter = _reporter(quiet or executor == "processes")
+    if executor != "inline" and not quiet:
+        cluster = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+        where = f"{workers} worker processes" if executor == "processes" else f"Ray ({cluster})"
+        err.print(f"training in {where}…", highlight=False, markup=False)
     try:
-        options = RunOptions(retry_failed=retry_failed, group=group, workers=workers,
-                             executor="processes" if workers > 1 else "inline")
-        outcome = run_api(spec, db, reporter, options, EngineOptions.from_environment())
+        outcome = run_api(spec, db, reporter, options, engine)
     except KeyboardInterrupt:
         reporter.close()
         if table:
@@ -118,8 +130,9 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     finally:
         reporter.close()
     if not quiet:
+        again = f", resubmitted {len(outcome.resubmitted)}" if outcome.resubmitted else ""
         err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
-                  f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}; "
+                  f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}{again}; "
                   f"store: {escape(db.where)}", highlight=False, soft_wrap=True)
     if table:
         _print_table(db, spec.name)

@@ -24,7 +24,7 @@ from .errors import MnistlabError, StoreError
 from .spec import Study, load_study
 from .store import Store
 
-OUTCOME_FIELDS = ("trained", "resumed", "skipped", "diverged", "failed")
+OUTCOME_FIELDS = ("trained", "resumed", "skipped", "diverged", "failed", "resubmitted")
 
 
 def open_store(store: Store | str | None, study_path: str | Path | None) -> Store:
@@ -50,6 +50,7 @@ class Results:
     skipped: list[str] = field(default_factory=list)  # done already, or another process has it
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)  # Ray: its worker died; continued from its checkpoint
 
     @classmethod
     def of(cls, outcome: Any, store: Store, study: str) -> "Results":

@@ -150,8 +150,9 @@ KINDS: dict[type, tuple[Callable, Callable]] = {   # module type -> (forward(slo
 
 
 def supports(model: nn.Module) -> bool:
-    """True when :class:`FastStep` computes this model's step: a flat-input MLP of :data:`KINDS`, float32 on CPU."""
-    if not isinstance(model, Sequential) or not onednn.available():
+    """True when :class:`FastStep` computes this model's step: a flat-input MLP of :data:`KINDS`, float32 on CPU,
+    outside bf16 autocast (EngineOptions.resolved() turns the step off for bf16: its GEMMs are fp32 only)."""
+    if not isinstance(model, Sequential) or not onednn.available() or torch.is_autocast_enabled("cpu"):
         return False
     if any(isinstance(m, onednn.Linear) and not m.use_onednn for m in model.modules()):
         return False   # EngineOptions(dense_gemm="torch"): the autograd reference path

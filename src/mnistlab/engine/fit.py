@@ -110,7 +110,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     With ``spec.validation`` a fraction, the last part of ``data``'s training images validates
     (unless ``data`` was split already); the test set is scored once, at the end."""
     callbacks = callbacks or Callbacks()
-    options = (options or EngineOptions()).resolved()
+    options = (options or EngineOptions()).on(data.x_train.device)  # the engine computes where the data is
     data = with_validation(spec, data)
     model = make_model(spec, data, options)
     if options.channels_last and data.x_train.dim() == 4:
@@ -144,7 +144,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         start, lr = time.perf_counter(), training.lr.at(step)
         try:
             loss, accuracy = _train_epoch(model, optimizer, data, spec.batch_size, shuffle, callbacks,
-                                          options.graph_free_mlp_step, training.lr, step)
+                                          options, training.lr, step)
         except Diverged as exc:
             status, error = "diverged", str(exc).format(epoch=epoch + 1)
             break
@@ -152,7 +152,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
         row = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
         val = validation_set(spec, data)
         if val is not None:
-            row["val_loss"], row["val_accuracy"], _ = evaluate(model, *val, options.eval_bytes)
+            row["val_loss"], row["val_accuracy"], _ = evaluate(model, *val, options.eval_bytes, options)
         row["lr"] = lr  # the learning rate of the epoch's first step
         row["seconds"] = time.perf_counter() - start
         seconds += row["seconds"]
@@ -164,7 +164,7 @@ def fit(spec: RunSpec, data: TrainData, callbacks: Callbacks | None = None,
     kept = training.train_end() if status == "done" else None
     if kept is not None:  # restore_best_weights: the final metrics are the kept weights'
         model.load_state_dict(kept)
-    result = _finish(spec, model, data, history, seconds, status, error, options.eval_bytes)
+    result = _finish(spec, model, data, history, seconds, status, error, options)
     result.engine, result.stopped = options.record(), training.record()
     return result
 
@@ -184,15 +184,16 @@ def validation_set(spec: RunSpec, data: TrainData) -> tuple[torch.Tensor, torch.
 
 
 def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: TrainData, batch_size: int,
-                 shuffle: torch.Generator, callbacks: Callbacks, graph_free: bool, lr: LearningRate,
+                 shuffle: torch.Generator, callbacks: Callbacks, options: EngineOptions, lr: LearningRate,
                  first_step: int) -> tuple[float, float]:
+    """One epoch; ``options`` resolved (``options.on(device)``): the graph-free step, the precision."""
     model.train()
     x, y = data.x_train, data.y_train
     n = x.shape[0]
     order = torch.randperm(n, generator=shuffle).to(x.device)
     n_batches = math.ceil(n / batch_size)
     penalized = any(info.penalties for info in model.layers)  # skip a zero tensor per step otherwise
-    step = fast.FastStep(model, batch_size) if graph_free and fast.supports(model) else None
+    step = fast.FastStep(model, batch_size) if options.graph_free_mlp_step and fast.supports(model) else None
     loss_sum = torch.zeros((), device=x.device)  # sample-weighted, on the device: no sync per batch
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     last_report = time.perf_counter()
@@ -202,8 +203,9 @@ def _train_epoch(model: Sequential, optimizer: torch.optim.Optimizer, data: Trai
         if step is not None:  # writes every p.grad
             loss, logits = step(xb, yb)
         else:
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            with options.autocast():  # bf16: the forward pass; the loss below in fp32 on fp32 logits
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
             if penalized:
                 loss = loss + model.regularization_loss()
             optimizer.zero_grad(set_to_none=True)
@@ -256,18 +258,25 @@ def fill_batches(n: int, size: int, compute: Callable[[int, int], torch.Tensor],
 
 
 @torch.inference_mode()
-def predict(model: Sequential, x: torch.Tensor, budget: int = EVAL_BYTES) -> torch.Tensor:
-    """Logits for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`)."""
+def predict(model: Sequential, x: torch.Tensor, budget: int = EVAL_BYTES,
+            options: EngineOptions | None = None) -> torch.Tensor:
+    """Logits (fp32) for ``x`` in evaluation mode, in batches as large as memory allows (:func:`eval_batch`),
+    in the precision ``options`` train in."""
     model.eval()
+    autocast = (options or EngineOptions()).on(x.device).autocast
     if x.shape[0] == 0:
         return model(x)
-    return fill_batches(x.shape[0], eval_batch(widest_layer(model), budget=budget), lambda i, j: model(x[i:j]))
+
+    def logits(i: int, j: int) -> torch.Tensor:
+        with autocast():
+            return model(x[i:j]).float()
+    return fill_batches(x.shape[0], eval_batch(widest_layer(model), budget=budget), logits)
 
 
-def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor,
-             budget: int = EVAL_BYTES) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: Sequential, x: torch.Tensor, y: torch.Tensor, budget: int = EVAL_BYTES,
+             options: EngineOptions | None = None) -> tuple[float, float, torch.Tensor]:
     """(loss including regularization, accuracy, logits) over all of ``x``."""
-    logits = predict(model, x, budget)
+    logits = predict(model, x, budget, options)
     with torch.no_grad():
         loss = F.cross_entropy(logits, y).item() + float(model.regularization_loss())
     accuracy = (logits.argmax(1) == y).float().mean().item()
@@ -296,13 +305,14 @@ def _mistakes(logits: torch.Tensor, y: torch.Tensor, limit: int = 100) -> list[d
 
 
 def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dict[str, float]],
-            seconds: float, status: str, error: str | None, budget: int = EVAL_BYTES) -> RunResult:
+            seconds: float, status: str, error: str | None, options: EngineOptions) -> RunResult:
     result = RunResult(spec=spec, status=status, history=history, params=model.count_params(),
                        seconds=seconds, error=error)
     if status != "done":
         return result
-    result.train_loss, result.train_accuracy, train_logits = evaluate(model, data.x_train, data.y_train, budget)
-    result.test_loss, result.test_accuracy, test_logits = evaluate(model, data.x_test, data.y_test, budget)
+    budget = options.eval_bytes
+    result.train_loss, result.train_accuracy, train_logits = evaluate(model, data.x_train, data.y_train, budget, options)
+    result.test_loss, result.test_accuracy, test_logits = evaluate(model, data.x_test, data.y_test, budget, options)
     result.confusion_train = confusion(data.y_train, train_logits.argmax(1))
     result.confusion_test = confusion(data.y_test, test_logits.argmax(1))
     result.mistakes = _mistakes(test_logits, data.y_test)
@@ -312,7 +322,9 @@ def _finish(spec: RunSpec, model: Sequential, data: TrainData, history: list[dic
 
 
 def generators(spec: RunSpec, device: torch.device | str) -> tuple[torch.Generator, torch.Generator]:
-    """(shuffling, dropout and noise) generators of a run: the same in either engine."""
+    """(shuffling, dropout and noise) generators of a run: the same in either engine. Shuffling draws
+    on the CPU whatever the device (the same order everywhere); dropout and noise on the device (a
+    CUDA generator's state is not a CPU one's: a run resumes on the kind of device it started on)."""
     return (torch.Generator(device="cpu").manual_seed(spec.seed + 1),
             torch.Generator(device=device).manual_seed(spec.seed + 2))
 

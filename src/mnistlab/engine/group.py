@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -107,7 +107,7 @@ class Group:
     """K models of one shape as stacked tensors, with their optimizer state and generators."""
 
     def __init__(self, specs: Sequence[RunSpec], data: TrainData, engine: EngineOptions):
-        self.specs, self.engine = list(specs), engine.resolved()
+        self.specs, self.engine = list(specs), engine.on(data.x_train.device)
         models = [make_model(s, data, self.engine) for s in specs]  # each initialised from its own seed
         self.output_activation = models[0].output_activation
         self.input_shape = models[0].torch_input_shape
@@ -219,6 +219,7 @@ class Group:
 
     def _batchnorm(self, layer: _Layer, x: torch.Tensor, train: bool) -> torch.Tensor:
         gamma, beta, eps = layer.params["weight"], layer.params["bias"], layer.module.eps
+        x = x.float()  # statistics in fp32 under bf16 autocast, as torch's batch norm keeps them
         if train:  # batch statistics per member; running averages as torch's BatchNorm1d keeps them
             var, mean = torch.var_mean(x, dim=1, unbiased=False)
             with torch.no_grad():
@@ -303,7 +304,8 @@ def fit_group(specs: Sequence[RunSpec], data: TrainData, callbacks: Sequence[Cal
         diverged = [k for k in range(len(group.specs)) if not math.isfinite(loss[k])]
         for k in diverged:
             spec = group.specs[k]
-            results[spec.id] = RunResult(spec, "diverged", histories[spec.id], _params(spec), seconds[spec.id],
+            params = _meta_model(spec).count_params()
+            results[spec.id] = RunResult(spec, "diverged", histories[spec.id], params, seconds[spec.id],
                                          error=f"training loss became {loss[k]} in epoch {epoch + 1}")
         if diverged:
             alive = [k for k in range(len(group.specs)) if k not in diverged]
@@ -343,7 +345,8 @@ def _train_epoch(group: Group, data: TrainData, on_batch) -> tuple[list[float], 
     for b in range(batches):
         index = order[:, b * size:(b + 1) * size]  # (K, B): each member its own shuffle
         xb, yb = x[index].reshape(k, index.shape[1], -1), y[index]
-        out = group.forward(xb, train=True)  # (K, B, 10)
+        with group.engine.autocast():  # bf16: the batched matmuls; the loss in fp32
+            out = group.forward(xb, train=True).float()  # (K, B, 10)
         losses = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1).mean(1)
         losses = losses + group.penalty()
         losses.sum().backward()  # members are independent: each gradient is its own loss's
@@ -361,8 +364,11 @@ def _train_epoch(group: Group, data: TrainData, on_batch) -> tuple[list[float], 
 def _predict(group: Group, x: torch.Tensor) -> torch.Tensor:
     """(K, N, 10) outputs in evaluation mode, every member on the same images."""
     k = len(group.specs)
-    return fill_batches(x.shape[0], eval_batch(group.widest, k, group.engine.eval_bytes), axis=1, compute=lambda i, j: group.forward(
-        x[i:j].reshape(1, j - i, *x.shape[1:]).flatten(2).expand(k, -1, -1), False))
+
+    def logits(i: int, j: int) -> torch.Tensor:
+        with group.engine.autocast():
+            return group.forward(x[i:j].reshape(1, j - i, *x.shape[1:]).flatten(2).expand(k, -1, -1), False).float()
+    return fill_batches(x.shape[0], eval_batch(group.widest, k, group.engine.eval_bytes), logits, axis=1)
 
 
 def _evaluate(group: Group, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None):
@@ -381,7 +387,7 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
     test = _evaluate(group, data.x_test, data.y_test)
     results = {}
     for k, spec in enumerate(group.specs):
-        r = RunResult(spec, "done", histories[spec.id], _params(spec), seconds[spec.id],
+        r = RunResult(spec, "done", histories[spec.id], _meta_model(spec).count_params(), seconds[spec.id],
                       train_loss=train[0][k], train_accuracy=train[1][k],
                       test_loss=test[0][k], test_accuracy=test[1][k])
         r.confusion_train = confusion(data.y_train, train[2][k].argmax(1))
@@ -391,7 +397,3 @@ def _finish(group: Group, data: TrainData, histories, seconds) -> dict[str, RunR
         r.weights = {n: t.cpu().contiguous() for n, t in group.member_state(k).items()}
         results[spec.id] = r
     return results
-
-
-def _params(spec: RunSpec) -> tuple[int, int, int]:
-    return _meta_model(spec).count_params()

@@ -8,8 +8,9 @@ backward (``benchmarks/README.md``, "GEMM backends"; figures in ``docs/PERFORMAN
 
 :class:`Linear` is an ``nn.Linear`` (same parameters, same ``state_dict``) whose forward and
 backward call ``torch.ops.mkldnn._linear_pointwise`` for 2-D float32 CPU input, and fall back to
-``F.linear`` otherwise: other dtypes, CUDA, a wheel without oneDNN, or ``use_onednn = False`` (set
-from ``EngineOptions.dense_gemm`` by the engine).
+``F.linear`` otherwise: other dtypes, CUDA, bf16 autocast (where torch's F.linear casts and runs
+oneDNN's bf16 GEMM), a wheel without oneDNN, or ``use_onednn = False`` (set from
+``EngineOptions.dense_gemm`` by the engine).
 The results equal ``F.linear``'s to float rounding (``tests/test_onednn.py``).
 """
 
@@ -72,8 +73,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            use_onednn: bool = True) -> torch.Tensor:
     """``F.linear`` on oneDNN where it applies (see the module's docstring)."""
     if (use_onednn and _OP is not None and x.dim() == 2 and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32):
-        return _Linear.apply(x, weight, bias)
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+        return _Linear.apply(x, weight, bias)  # under bf16 autocast F.linear runs oneDNN's bf16 GEMM instead
     return F.linear(x, weight, bias)
 
 
@@ -107,7 +108,7 @@ def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """K independent dense layers: x (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out)."""
     k, b, n_in = x.shape
     if (use_onednn and _OP is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and b * n_in * weight.shape[1] >= min_macs):
+            and b * n_in * weight.shape[1] >= min_macs and not torch.is_autocast_enabled("cpu")):
         return _StackedLinear.apply(x.contiguous(), weight, bias)
     out = x @ weight.transpose(1, 2)
     return out + bias.unsqueeze(1) if bias is not None else out

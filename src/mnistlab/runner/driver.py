@@ -14,7 +14,7 @@ import platform
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -59,6 +59,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # done already, or another process has it
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)  # Ray: its worker died; continued from its checkpoint
 
 
 def environment(engine: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +77,9 @@ def _tensors(dataset: str, image: bool, train_size: int | None, test_size: int |
 
 
 def data_for(spec: RunSpec, engine: EngineOptions | None = None) -> TrainData:
-    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, (engine or EngineOptions()).device)
+    """The run's dataset from this machine's verified cache, on the engine's device (kept per process)."""
+    device = (engine or EngineOptions()).resolved().device
+    return _tensors(spec.dataset, data_shape(spec), spec.train_size, spec.test_size, device)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -97,6 +100,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     Every dataset the runs left to train need is loaded first: a data problem raises DataError
     before any run is claimed, and no run is charged with it."""
     reporter, options, engine = reporter or Silent(), options or RunOptions(), engine or EngineOptions()
+    engine.check_available()
     if engine.threads:
         torch.set_num_threads(engine.threads)
     warn_same_name(study, store, reporter)
@@ -107,24 +111,34 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
     for planned in plan(specs, options.group):
-        claimed = []
-        for spec in planned:  # claim just before training, so another process can take other groups
-            previous = store.claim(spec.id, retry_failed=options.retry_failed)
-            if previous is None:
-                outcome.skipped.append(spec.id)
-            else:
-                resume = resume_point(store, spec, reporter) if previous == "running" else fresh_start(store, spec)
-                claimed.append((spec, resume))
-        by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
-        for spec, ck in claimed:  # members resume together only from the same epoch
-            by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
-        for epoch, members in sorted(by_epoch.items()):
+        for members in claim(store, planned, options, outcome, reporter):  # just before training
+            resumed = members[0][1] is not None
             for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
                 if final != "failed":
-                    (outcome.resumed if epoch else outcome.trained).append(spec.id)
+                    (outcome.resumed if resumed else outcome.trained).append(spec.id)
     return outcome
+
+
+def claim(store: Store, planned: list[RunSpec], options: RunOptions, outcome: Outcome,
+          reporter: Reporter) -> list[list[tuple[RunSpec, Checkpoint | None]]]:
+    """Take the runs of one planned group that are ours to train (claimed just before training, so
+    another process can take other groups), each with the checkpoint it resumes from (a run left
+    ``running`` by a dead process), split by that epoch: members resume together only from the same
+    one. Runs done already or taken by another process go to ``outcome.skipped``."""
+    claimed = []
+    for spec in planned:
+        previous = store.claim(spec.id, retry_failed=options.retry_failed)
+        if previous is None:
+            outcome.skipped.append(spec.id)
+        else:
+            resume = resume_point(store, spec, reporter) if previous == "running" else fresh_start(store, spec)
+            claimed.append((spec, resume))
+    by_epoch: dict[int, list[tuple[RunSpec, Checkpoint | None]]] = {}
+    for spec, ck in claimed:
+        by_epoch.setdefault(ck.epoch if ck else 0, []).append((spec, ck))
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def preload(specs: list[RunSpec], engine: EngineOptions | None = None) -> None:
@@ -200,38 +214,61 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
 
     def on_epoch(spec: RunSpec):
         def save(row: dict[str, float], ck: Checkpoint) -> None:
-            # the file first (a new name each epoch), then its record and the row in one transaction:
-            # a kill at any point leaves the previous epoch's pair, or this one's
-            path, sha = store.write_artifact(spec.id, f"checkpoint-{ck.epoch}", *checkpoint_to_arrays(ck))
-            store.commit_epoch(spec.id, row, "checkpoint", path, sha)
+            commit_epoch(store, spec.id, row, *checkpoint_to_arrays(ck))
             reporter.epoch(spec, row)
         return save
 
     reporter.run_started(specs, resume[0].epoch if resume else 0)
     try:
-        data = data_for(specs[0], engine)
-        if len(specs) > 1:
-            results = fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
-                                resume=resume, on_batch=reporter.batch, options=engine)
-        else:
-            results = [fit(specs[0], data, Callbacks(on_batch=reporter.batch, on_epoch=on_epoch(specs[0])),
-                           resume=resume[0] if resume else None, options=engine)]
+        results = train_members(specs, resume, engine, on_epoch, reporter.batch)
     except (KeyboardInterrupt, DataError):  # a data problem is the study's, not the runs'
         for spec in specs:
             store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
         raise
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        for spec in specs:
-            store.finish(spec.id, "failed", error=message, environment=environment(engine.record()))
-            store.save_json(spec.id, "traceback", traceback.format_exc())
-            reporter.run_finished(spec, "failed", message)
+        record_failure(store, reporter, specs, failure_message(exc), traceback.format_exc(),
+                       environment(engine.record()))
         return [(spec, "failed") for spec in specs]
     for result in results:
         save_result(store, result)
         reporter.run_finished(result.spec, result.status,
                               result.error or f"test accuracy {result.test_accuracy:.4f}")
     return [(r.spec, r.status) for r in results]
+
+
+def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine: EngineOptions,
+                  on_epoch: Callable[[RunSpec], Callable[[dict[str, float], Checkpoint], None]],
+                  on_batch: Callable[[int, int, float, float], None] | None) -> list[RunResult]:
+    """Train ``specs`` (one run, or a group of same-shape runs) on this machine's copy of their data;
+    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs (inline, or a Ray worker's)."""
+    data = data_for(specs[0], engine)
+    if len(specs) > 1:
+        return fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
+                         resume=resume, on_batch=on_batch, options=engine)
+    return [fit(specs[0], data, Callbacks(on_batch=on_batch, on_epoch=on_epoch(specs[0])),
+                resume=resume[0] if resume else None, options=engine)]
+
+
+def commit_epoch(store: Store, run_id: str, row: dict[str, float], arrays: dict[str, Any],
+                 metadata: dict[str, str]) -> None:
+    """One finished epoch into the store: the checkpoint file first (a new name each epoch), then its
+    record and the row in one transaction: a kill at any point leaves the previous epoch's pair, or this one's."""
+    path, sha = store.write_artifact(run_id, f"checkpoint-{int(row['epoch'])}", arrays, metadata)
+    store.commit_epoch(run_id, row, "checkpoint", path, sha)
+
+
+def failure_message(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, as a failed run records it."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def record_failure(store: Store, reporter: Reporter, specs: list[RunSpec], message: str, trace: str,
+                   env: dict[str, Any]) -> None:
+    """Mark ``specs`` failed with ``message`` (their traceback kept as an artifact) and tell the reporter."""
+    for spec in specs:
+        store.finish(spec.id, "failed", error=message, environment=env)
+        store.save_json(spec.id, "traceback", trace)
+        reporter.run_finished(spec, "failed", message)
 
 
 def save_result(store: Store, result: RunResult) -> None:

@@ -1,4 +1,5 @@
-"""Where a study's runs execute: in this process, or in a pool of local worker processes.
+"""Where a study's runs execute: in this process, in a pool of local worker processes, or as tasks
+on a Ray cluster (``ray_executor``: the driver alone writes the store).
 
 The store's atomic claims make the pool simple: each worker plans the same study against the
 same store and trains whatever it claims first, with ``cores / workers`` torch threads. Small
@@ -26,6 +27,7 @@ from ..spec import Study, parse_study
 from ..store import Store
 from .driver import Outcome, Reporter, run_study, warn_same_name
 from .options import RunOptions
+from .ray_executor import run_on_ray
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -41,6 +43,7 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
     """Train in ``options.workers`` local processes sharing the store; returns their outcomes merged."""
     if store.engine.url.get_backend_name() == "sqlite" and store.engine.url.database in (None, "", ":memory:"):
         raise StudyError("a process pool needs a store file or server, not an in-memory database")
+    engine.check_available()  # here, not once per worker
     workers = options.workers
     if reporter is not None:  # before any worker registers the study under this file
         warn_same_name(study, store, reporter)
@@ -85,4 +88,10 @@ def _worker(path: str | None, source: str, url: str, artifacts: str, options: Ru
     return run_study(study, Store(url, artifacts), None, options, engine)
 
 
-EXECUTORS: dict[str, Callable[..., Outcome]] = {"inline": inline, "processes": processes}
+def ray(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
+        engine: EngineOptions) -> Outcome:
+    """Train as Ray tasks on the cluster at ``options.address`` (needs ``pip install 'mnistlab[ray]'``)."""
+    return run_on_ray(study, store, reporter, options, engine)
+
+
+EXECUTORS: dict[str, Callable[..., Outcome]] = {"inline": inline, "processes": processes, "ray": ray}

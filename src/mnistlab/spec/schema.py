@@ -30,7 +30,7 @@ import re
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -67,6 +67,10 @@ class TrainSettings(_Strict):
     callbacks: list[str] = []  # Keras callback calls: "EarlyStopping(monitor='val_loss', patience=3)"
     train_size: int | None = Field(None, ge=1)  # first N training images only (quick studies, tests)
     test_size: int | None = Field(None, ge=1)
+    # how the engine computes, not what a run is (not in the run id; recorded with each run):
+    # where (auto: a CUDA GPU when torch sees one) and in what precision (bf16: autocast, fp32 weights)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("validation", mode="before")
     @classmethod

@@ -1,0 +1,88 @@
+"""One study three ways on this machine: inline, ``--workers 2`` and Ray on a local two-node cluster.
+
+    .venv/bin/python -m benchmarks.executors                      # the built-in tiny study below
+    .venv/bin/python -m benchmarks.executors --study my.toml
+
+Each executor trains the whole study into its own scratch store; the table gives each one's wall
+time (Ray's cluster start separately: a real cluster is started once, not per study) and how far
+its final numbers are from inline's. The Ray cluster is ``ray.cluster_utils.Cluster``: a head
+without CPUs and two worker nodes of one CPU each, every node its own raylet and object store, as
+on separate machines (docs/DISTRIBUTED.md, "Measured here").
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+STUDY = '''
+name = "executors"
+description = "six MLPs of different widths (no grouping): work for two workers"
+seed = 0
+[train]
+epochs = 3
+batch_size = 128
+train_size = 20000
+test_size = 5000
+''' + "".join(f'''
+[[model]]
+name = "mlp {units}"
+layers = ["Dense({units}, activation='relu')", "Dense(10, activation='softmax')"]
+''' for units in (64, 96, 128, 160, 192, 224))
+
+
+def train(study, executor: str, scratch: str, **options) -> tuple[float, dict[str, dict]]:
+    from mnistlab.api import EngineOptions, RunOptions, Store, run
+
+    store = Store(f"sqlite:///{scratch}/{executor}.db")
+    start = time.perf_counter()
+    run(study, store, options=RunOptions(executor=executor, **options), engine=EngineOptions())
+    seconds = time.perf_counter() - start
+    return seconds, {r["id"]: r for r in store.runs(study=study.name)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.executors", description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", type=Path, default=None, help="a study file (default: six MLPs on a slice)")
+    args = p.parse_args()
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from mnistlab.api import load_study
+    from mnistlab.spec import parse_study
+    from mnistlab.engine.check import check_study
+
+    study = load_study(args.study) if args.study else parse_study(STUDY, "<executors>")
+    check_study(study)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        rows.append(("inline (2 threads)", *train(study, "inline", scratch)))
+        rows.append(("--workers 2 (1 thread each)", *train(study, "processes", scratch, workers=2)))
+        start = time.perf_counter()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        startup = time.perf_counter() - start
+        try:
+            rows.append(("Ray, 2 worker nodes x 1 CPU", *train(study, "ray", scratch)))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    reference = rows[0][2]
+    print(f"{study.name}: {len(reference)} runs; Ray cluster start (head + 2 nodes): {startup:.1f} s")
+    print("| executor | wall s | runs done | test accuracy = inline's | max abs. diff. of test loss |")
+    print("|---|---|---|---|---|")
+    for name, seconds, runs in rows:
+        same = sum(runs[i]["test_accuracy"] == reference[i]["test_accuracy"] for i in reference)
+        diff = max(abs(runs[i]["test_loss"] - reference[i]["test_loss"]) for i in reference)
+        done = sum(r["status"] == "done" for r in runs.values())
+        print(f"| {name} | {seconds:.1f} | {done} | {same} of {len(reference)} | {diff:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
