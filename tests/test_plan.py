@@ -5,6 +5,9 @@ against a measured process, and the --yes limit."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -67,9 +70,41 @@ def test_plan_counts_and_groups_as_the_runner(write_study, mnist):
     # more epochs: new runs of the same shape; their time comes from the stored seconds per epoch
     longer = load_study(write_study(text.replace("epochs = 1", "epochs = 4"), name="longer.toml"))
     estimate = plan(longer, Store.for_study(path))
-    stored = [r["seconds"] / r["epochs_done"] for r in Store.for_study(path).runs(study="tiny") if r["model"] == "a"]
+    store = Store.for_study(path)
+    stored = [statistics.median(e["seconds"] for e in store.history(r["id"]))
+              for r in store.runs(study="tiny") if r["model"] == "a"]
     assert estimate.groups[0].source == "store: 3 runs"
     assert estimate.groups[0].seconds_per_run == pytest.approx(sorted(stored)[1] * 4)
+
+
+def test_a_paused_epoch_does_not_stretch_the_estimate(write_study, mnist):
+    """A run suspended (Ctrl-Z, SIGSTOP during a CI check) or starved for one epoch stored that
+    epoch's wall time; the estimate reads each run's median epoch, not its mean."""
+    text = tiny_study(models={"a": MLP}, epochs=5)
+    path = write_study(text)
+    study = load_study(path)
+    run(study)
+    store = Store.for_study(path)
+    (done,) = store.runs(study="tiny")
+    with sqlite3.connect(store.database) as conn:  # the record as a run paused for 100 s in epoch 3 leaves it
+        conn.execute("UPDATE epochs SET seconds = 1.0 WHERE run_id = ?", (done["id"],))
+        conn.execute("UPDATE epochs SET seconds = 101.0 WHERE run_id = ? AND epoch = 3", (done["id"],))
+        conn.execute("UPDATE runs SET seconds = 105.0 WHERE id = ?", (done["id"],))
+    longer = load_study(write_study(text.replace("epochs = 5", "epochs = 10"), name="longer.toml"))
+    assert plan(longer, store).groups[0].seconds_per_run == pytest.approx(10.0)  # not 210
+
+
+def test_the_plan_says_when_it_timed_on_a_busy_machine(monkeypatch):
+    study = parse_study(tiny_study(models={"a": MLP}))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 2.5))
+    busy = plan(study, Store("sqlite:///:memory:"))
+    assert busy.groups[0].source == "calibrated" and busy.busy == (3.2, 2)
+    assert "timed while the machine was busy, load 3.2 on 2 cores" in busy.line()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 1.0, 1.0))  # this process's own steps add about 1
+    assert plan(study, Store("sqlite:///:memory:")).busy is None
+    assert plan(study, Store("sqlite:///:memory:"), calibrate=False).busy is None and "busy" not in plan(
+        study, Store("sqlite:///:memory:"), calibrate=False).line()
 
 
 def test_calibration_times_the_engine_that_would_train():

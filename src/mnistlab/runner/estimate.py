@@ -5,12 +5,17 @@ multiply-adds, wall time on this machine and peak memory.
 >>> plan.line()      # 'plan: 3 runs, 0 done, 3 to train in 3 groups; about 1 min 40 s …'
 
 Wall time comes from the store's measured seconds of done runs of the same shape (layers, batch
-size, data) where there are some, scaled to the epochs; else from timing a few training steps of
-the group on random data (:func:`mnistlab.engine.cost.calibrate`).
+size, data) where there are some, scaled to the epochs: the median epoch of each run, so that an
+epoch stretched by a pause (a suspended process, a busy neighbour) does not stretch the estimate;
+else from timing a few training steps of the group on random data
+(:func:`mnistlab.engine.cost.calibrate`). Timing on a busy machine can read many times slower than
+the same machine alone (docs/PERFORMANCE.md, "Sharing the machine"), so the plan says when the load
+average was high while it timed.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +28,8 @@ from .driver import plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
 SECONDS_LIMIT = 24 * 3600
+SAMPLE = 25  # the latest done runs of a shape whose epochs the estimate reads
+BUSY = 0.5  # share of the cores that other work holding them makes the machine busy
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Plan:
     done: int
     left_alone: int  # failed or diverged: trained again only with --retry-failed
     groups: list[GroupCost] = field(default_factory=list)
+    busy: tuple[float, int] | None = None  # (load average, cores) when a group was timed on a busy machine
 
     @property
     def to_train(self) -> int:
@@ -73,8 +81,13 @@ class Plan:
         if not self.groups:
             return head
         groups = len(self.groups)
+        busy = ""
+        if self.busy:
+            load, cores = self.busy
+            busy = (f" (timed while the machine was busy, load {load:.1f} on {cores} core{'s' * (cores != 1)}: "
+                    f"alone it may train several times faster)")
         return (f"{head} in {groups} group{'s' * (groups != 1)}; about {duration(self.seconds)} on this "
-                f"machine, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
+                f"machine{busy}, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
 
 
 def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool = False,
@@ -91,7 +104,20 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     measured = _measured(store, todo)
     known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
     groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
-    return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups)
+    timed = any(g.source == "calibrated" for g in groups)
+    return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups,
+                busy=machine_busy() if timed else None)
+
+
+def machine_busy() -> tuple[float, int] | None:
+    """(1-minute load average, cores) when other work holds most of the cores, else None. The
+    calibration itself adds under one to the load (a few seconds of steps)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return None
+    return (load, cores) if load >= BUSY * cores + 1 else None
 
 
 def shape_key(spec: RunSpec | dict[str, Any]) -> tuple:
@@ -102,15 +128,23 @@ def shape_key(spec: RunSpec | dict[str, Any]) -> tuple:
 
 
 def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
-    """Seconds per epoch of the store's done runs, by shape, for the shapes still to train."""
+    """Seconds per epoch of the store's done runs (each run's median epoch), by shape, for the
+    shapes still to train."""
     wanted = {shape_key(s) for s in todo}
     found: dict[tuple, list[float]] = {}
     if not wanted:
         return found
+    same: dict[tuple, list[dict]] = {}
     for run in store.runs(current=False):
         key = shape_key(run["spec"])
         if key in wanted and run["status"] == "done" and run["seconds"] and run["epochs_done"]:
-            found.setdefault(key, []).append(run["seconds"] / run["epochs_done"])
+            same.setdefault(key, []).append(run)
+    sample = [run for runs in same.values() for run in runs[-SAMPLE:]]  # a median needs no more
+    histories = store.histories(run["id"] for run in sample)
+    for run in sample:
+        epochs = [row["seconds"] for row in histories[run["id"]] if row.get("seconds")]
+        per_epoch = statistics.median(epochs) if epochs else run["seconds"] / run["epochs_done"]
+        found.setdefault(shape_key(run["spec"]), []).append(per_epoch)
     return found
 
 
