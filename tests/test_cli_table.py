@@ -74,3 +74,31 @@ def test_markdown_stays_exact_at_any_width(store_path):
     expected = render(comparison(Store(str(store_path)), "wide study"), "markdown")
     assert table(store_path, 60, "--format", "markdown").strip() == expected
     assert f"| {LONG} [{POINT}] | 1,290,010 |" in expected
+
+
+def ls(store_path, columns, *args):
+    env = dict(os.environ, COLUMNS=str(columns))
+    done = subprocess.run([sys.executable, "-m", "mnistlab.cli", "ls", *args, "--store", str(store_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_ls_folds_long_study_and_model_names_instead_of_cutting_them(store_path, columns):
+    """Off a terminal rich assumes 80 columns: `ls` printed `seed000-mlp-de…` and `studies/seed00…`."""
+    study = "seed000-mlp-depth-bn-dropout-with-a-long-name"
+    Store(str(store_path)).register({"name": study, "path": "studies/seed000_mlp_depth_bn_dropout.toml"},
+                                    [spec("other0", LONG, 0, POINT)])
+    listing = ls(store_path, columns)
+    assert max(len(line) for line in listing.splitlines()) <= columns and "…" not in listing, listing
+    assert study in cells(listing, 0) and "studies/seed000_mlp_depth_bn_dropout.toml" in cells(listing, 4), listing
+    runs = ls(store_path, columns, "wide study")
+    assert max(len(line) for line in runs.splitlines()) <= columns and "…" not in runs, runs
+    assert f"{LONG}[{POINT}]".replace(" ", "") in cells(runs, 0), runs
+
+
+def cells(text, column):
+    """A bordered table's column, its folded pieces joined (spaces dropped)."""
+    pieces = [line.split("│")[column + 1] for line in text.splitlines() if line.startswith("│")]
+    return "".join(p.strip() for p in pieces).replace(" ", "")

@@ -67,7 +67,7 @@ def test_markup_in_names_is_printed_literally_by_every_command(write_study, mnis
 
     runs = read("ls", path)
     assert LABEL in runs and "host[/bold]ile" in read("ls")
-    run_id = runs.split(LABEL)[0].split()[-2]    # "│ 9a6a6ed1 │ label": the id cell before the label
+    run_id = runs.split(LABEL)[1].split()[1]     # "│ label │ 9a6a6ed1 │": the id cell after the label
     assert f"{LABEL}  status: done" in read("show", run_id)
     assert LABEL in read("table", path) and LABEL in read("summary", path)
 

@@ -173,19 +173,21 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
     """List studies (with run counts by status), or the runs of one study."""
     db = _store(store, Path(study) if study else None)
     if study is None:
-        table = Table("study", "runs", "status", "updated", "file")
-        for s in db.studies():
-            counts = ", ".join(f"{n} {k}" for k, n in sorted(s["counts"].items()))
-            table.add_row(escape(s["name"]), str(sum(s["counts"].values())), escape(counts),
-                          f"{s['updated']:%Y-%m-%d %H:%M}", escape(s["path"] or ""))
-        out.print(table)
-        return
-    table = Table("run", "model", "repeat", "status", "epochs", "test acc", "seconds")
-    for r in db.runs(study=_study_name(study)):
-        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—"
-        secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"
-        table.add_row(r["id"][:8], escape(r["model"] + (f" [{r['point']}]" if r["point"] else "")), str(r["repeat"]),
-                      escape(r["status"]), f"{r['epochs_done']}/{r['spec']['epochs']}", acc, secs)
+        headers = ["study", "runs", "status", "updated", "file"]
+        rows = [[s["name"], str(sum(s["counts"].values())),
+                 ", ".join(f"{n} {k}" for k, n in sorted(s["counts"].items())),
+                 f"{s['updated']:%Y-%m-%d %H:%M}", s["path"] or ""] for s in db.studies()]
+    else:
+        headers = ["model", "run", "repeat", "status", "epochs", "test acc", "seconds"]
+        rows = [[r["model"] + (f" [{r['point']}]" if r["point"] else ""), r["id"][:8], str(r["repeat"]),
+                 r["status"], f"{r['epochs_done']}/{r['spec']['epochs']}",
+                 f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—",
+                 f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"] for r in db.runs(study=_study_name(study))]
+    table = Table()
+    for head in headers:  # too wide for the terminal (or 80 columns off one): fold, never cut to `seed000-mlp-de…`
+        table.add_column(head, overflow="fold")
+    for row in rows:
+        table.add_row(*map(escape, row))
     out.print(table)
 
 
