@@ -189,3 +189,25 @@ def test_run_options_that_do_not_fit_together_are_one_line_errors(write_study, a
     from test_runner import mnistlab
     done = mnistlab("run", write_study(tiny_study()), *args, check=False)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_executor_ray_without_ray_is_refused_before_the_plan(write_study, monkeypatch, capsys):
+    """Before, the plan line (and a calibration of every group) came first, then the missing Ray."""
+    import importlib.util
+
+    from hostile import invoke
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    path = write_study(tiny_study(epochs=1))
+    code, _, err = invoke(capsys, "run", path, "--executor", "ray")
+    assert code == 2 and "needs Ray, which is not installed: pip install 'mnistlab[ray]'" in err
+    assert "plan:" not in err and "Traceback" not in err
+    assert not (path.parent / "mnistlab.db").exists()  # nothing registered, nothing claimed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_the_plan(write_study, capsys):
+    from hostile import invoke
+    path = write_study(tiny_study(epochs=1))
+    code, _, err = invoke(capsys, "run", path, "--device", "cuda")
+    assert code == 2 and "cuda" in err.lower() and "plan:" not in err and "Traceback" not in err

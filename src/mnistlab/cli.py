@@ -105,15 +105,16 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     """Train every run of STUDY not done yet, then print the comparison table."""
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
+    executor = executor or ("processes" if workers > 1 else "inline")  # bad options fail before the plan
+    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
+    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
+    engine.check_available()
     db = _store(store, study, read_only=False)
     estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
         raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
-    executor = executor or ("processes" if workers > 1 else "inline")
-    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
-    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
     reporter = _reporter(quiet or executor == "processes")
     if executor != "inline" and not quiet:
         cluster = address or os.environ.get("RAY_ADDRESS") or "a local cluster"

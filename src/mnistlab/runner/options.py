@@ -7,6 +7,7 @@ built once at the edge (CLI flags, API arguments) and passed down as a value.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from ..errors import OptionsError
@@ -33,5 +34,7 @@ class RunOptions:
                                "cluster's CPUs (and GPUs) set how many train at once")
         if self.address is not None and self.executor != "ray":
             raise OptionsError(f"--address {self.address} names a Ray cluster; use it with --executor ray")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:  # before anything is planned
+            raise OptionsError("--executor ray needs Ray, which is not installed: pip install 'mnistlab[ray]'")
         if self.resubmits < 0:
             raise OptionsError(f"resubmits must be at least 0, got {self.resubmits}")
