@@ -113,3 +113,23 @@ def test_what_groups_and_what_does_not():
     specs = [run_spec(REG, seed=1), run_spec(REG, "rmsprop()"), run_spec(REG, seed=2)]
     assert [[s.seed for s in g] for g in plan(specs)] == [[1, 2], [1]]
     assert [len(g) for g in plan(specs, group=False)] == [1, 1, 1]
+
+
+def test_groups_shrink_to_fit_the_machines_memory(monkeypatch):
+    """Up to 32 runs train as one group; each member holds its own weights, optimizer state and
+    activations, so a model that fits alone could exhaust memory 32 times over. Before, groups
+    were always 32."""
+    from mnistlab.engine import cost, memory
+    from mnistlab.runner import driver
+    specs = [run_spec(REG, seed=i) for i in range(40)]
+    one, two = cost.peak_bytes(specs[:1]), cost.peak_bytes(specs[:2])
+    per = two - one
+    monkeypatch.setattr(memory, "memory_bytes", lambda: 10**15)
+    assert [len(g) for g in plan(specs)] == [32, 8]
+    monkeypatch.setattr(memory, "memory_bytes", lambda: int((one + 4.5 * per) / driver.MEMORY_SHARE))
+    assert [len(g) for g in plan(specs)] == [5] * 8  # the first member and 4.5 more: 5 fit
+    assert cost.peak_bytes(plan(specs)[0]) <= driver.MEMORY_SHARE * memory.memory_bytes()
+    monkeypatch.setattr(memory, "memory_bytes", lambda: one // 2)  # not even one: lone runs (the check refuses them)
+    assert [len(g) for g in plan(specs)] == [1] * 40
+    monkeypatch.setattr(memory, "memory_bytes", lambda: None)  # unknown: as before
+    assert [len(g) for g in plan(specs)] == [32, 8]

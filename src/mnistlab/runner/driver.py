@@ -22,6 +22,7 @@ from ..version import __version__
 from ..data import TrainData, load_tensors
 from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_to_arrays
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
+from ..engine import cost, memory
 from ..engine.group import MAX_GROUP, fit_group, group_key
 from ..engine.options import EngineOptions
 from ..errors import DamagedArtifact, DataError
@@ -157,10 +158,12 @@ def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
 
 
 def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
-    """Runs in study order, same-shape runs gathered into groups (at most ``MAX_GROUP``) when ``group``."""
+    """Runs in study order, same-shape runs gathered into groups when ``group``: at most ``MAX_GROUP``,
+    and no more than fit in ``MEMORY_SHARE`` of the machine's memory together (:func:`group_limit`)."""
     if not group:
         return [[s] for s in specs]
     groups: dict[Any, list[list[RunSpec]]] = {}
+    limits: dict[Any, int] = {}
     order: list[list[RunSpec]] = []
     for spec in specs:
         key = group_key(spec)
@@ -168,11 +171,29 @@ def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
             order.append([spec])
             continue
         bucket = groups.setdefault(key, [])
-        if not bucket or len(bucket[-1]) >= MAX_GROUP:
+        if key not in limits:
+            limits[key] = group_limit(spec)
+        if not bucket or len(bucket[-1]) >= limits[key]:
             bucket.append([])
             order.append(bucket[-1])
         bucket[-1].append(spec)
     return order
+
+
+MEMORY_SHARE = 0.75  # of the machine's memory (the GPU's on CUDA) that one group may be estimated to need
+
+
+def group_limit(spec: RunSpec) -> int:
+    """How many runs shaped like ``spec`` train together: ``MAX_GROUP``, fewer where that many would
+    not fit in memory (each member holds its own weights, optimizer state and activations:
+    :func:`mnistlab.engine.cost.peak_bytes`), never fewer than one (a lone run too large is refused
+    by the study check, with its size)."""
+    available = memory.memory_bytes()
+    if available is None:
+        return MAX_GROUP
+    one, two = cost.peak_bytes([spec]), cost.peak_bytes([spec, spec])
+    per_member = max(two - one, 1)
+    return max(1, min(MAX_GROUP, 1 + int((MEMORY_SHARE * available - one) // per_member)))
 
 
 def fresh_start(store: Store, spec: RunSpec) -> None:
