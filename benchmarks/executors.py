@@ -5,7 +5,7 @@
 
 Each executor trains the whole study into its own scratch store; the table gives each one's wall
 time (Ray's cluster start separately: a real cluster is started once, not per study) and how far
-its final numbers are from inline's. The Ray cluster is ``ray.cluster_utils.Cluster``: a head
+its final numbers are from inline's. The Ray cluster is ``mnistlab.runner.ray_executor.local_cluster`` (``ray.cluster_utils.Cluster``): a head
 without CPUs and two worker nodes of one CPU each, every node its own raylet and object store, as
 on separate machines (docs/DISTRIBUTED.md, "Measured here").
 """
@@ -48,10 +48,8 @@ def main() -> None:
     p.add_argument("--study", type=Path, default=None, help="a study file (default: six MLPs on a slice)")
     args = p.parse_args()
 
-    import ray
-    from ray.cluster_utils import Cluster
-
     from mnistlab.api import load_study
+    from mnistlab.runner.ray_executor import local_cluster
     from mnistlab.spec import parse_study
     from mnistlab.engine.check import check_study
 
@@ -62,17 +60,9 @@ def main() -> None:
         rows.append(("inline (2 threads)", *train(study, "inline", scratch)))
         rows.append(("--workers 2 (1 thread each)", *train(study, "processes", scratch, workers=2)))
         start = time.perf_counter()
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, logging_level="WARNING")
-        cluster.wait_for_nodes()
-        startup = time.perf_counter() - start
-        try:
+        with local_cluster(nodes=2, cpus_per_node=1):
+            startup = time.perf_counter() - start
             rows.append(("Ray, 2 worker nodes x 1 CPU", *train(study, "ray", scratch)))
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
     reference = rows[0][2]
     print(f"{study.name}: {len(reference)} runs; Ray cluster start (head + 2 nodes): {startup:.1f} s")
     print("| executor | wall s | runs done | test accuracy = inline's | max abs. diff. of test loss |")

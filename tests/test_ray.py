@@ -36,17 +36,11 @@ DROP = ["Dense(32, activation='relu')", "Dropout(0.2)", "Dense(10, activation='s
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
+    from mnistlab.runner.ray_executor import local_cluster
 
     threads = torch.get_num_threads()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, logging_level="WARNING")
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with local_cluster(nodes=2) as cluster:
+        yield cluster
     torch.set_num_threads(threads)  # the runs here set one thread in this process
 
 

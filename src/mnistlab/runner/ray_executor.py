@@ -27,6 +27,8 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,6 +68,27 @@ def run_on_ray(study: Study, store: Store, reporter: Reporter | None, options: R
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Any]:
+    """A Ray cluster on this machine, connected for the block: a head without CPUs and ``nodes``
+    worker nodes, each its own raylet and object store as on separate machines. For trying
+    ``--executor ray`` (and killing a node) without a real cluster; the tests and
+    ``benchmarks/executors.py`` use it."""
+    ray = import_ray()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(nodes):
+            cluster.add_node(num_cpus=cpus_per_node)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def connect(ray, address: str | None) -> bool:
