@@ -140,7 +140,9 @@ def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
         if key in wanted and run["status"] == "done" and run["seconds"] and run["epochs_done"]:
             same.setdefault(key, []).append(run)
     sample = [run for runs in same.values() for run in runs[-SAMPLE:]]  # a median needs no more
-    histories = store.histories(run["id"] for run in sample)
+    histories: dict[str, list[dict[str, float]]] = {}
+    for i in range(0, len(sample), 500):  # SQL's IN (...) in chunks, as above
+        histories |= store.histories(run["id"] for run in sample[i:i + 500])
     for run in sample:
         epochs = [row["seconds"] for row in histories[run["id"]] if row.get("seconds")]
         per_epoch = statistics.median(epochs) if epochs else run["seconds"] / run["epochs_done"]
