@@ -107,6 +107,24 @@ def test_anova_finds_the_units_and_not_adams_epsilon(trained):
     assert "Factor effects of 'grid' (8 runs):" in markdown and "| units | 1 |" in markdown
 
 
+def test_train_metrics_mean_what_the_table_shows(trained):
+    """`compare --metric train_loss` read the store's column (the evaluation pass after training)
+    while the table's "train loss" is the last epoch's, as Keras' history: the same name, two numbers."""
+    from mnistlab.report.table import comparison
+    store = Store.for_study(trained)
+    rows = {r.label: r for r in comparison(store, "width")}
+    for metric in ("train_loss", "train_accuracy", "train_loss_eval", "train_accuracy_eval"):
+        result = compare(store, "width", baseline="mlp 300", metric=metric)
+        assert result.baseline_mean == pytest.approx(rows["mlp 300"].stats[metric].mean), metric
+        (other,) = [c for c in result.comparisons if c.label == "mlp 10"]
+        runs = {r["spec"]["seed"]: r for r in store.runs(study="width") if r["id"] in rows["mlp 10"].run_ids}
+        history = {seed: store.history(r["id"])[-1] for seed, r in runs.items()}
+        expected = ({s: h[metric.replace("train_", "")] for s, h in history.items()} if "eval" not in metric
+                    else {s: r[metric.replace("_eval", "")] for s, r in runs.items()})
+        assert other.mean == pytest.approx(np.mean(list(expected.values()))), metric
+    assert rows["mlp 300"].stats["train_loss"].mean != pytest.approx(rows["mlp 300"].stats["train_loss_eval"].mean)
+
+
 def test_bad_input_is_one_line(trained):
     for args, message in ((("--baseline", "grid"), "has 4 configurations; name one"),
                           (("--metric", "acc"), "--metric 'acc' is unknown"), (("--format", "csv"), "use text, markdown or json")):

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ReportError
 from ..store import Store
 from . import stats
-from .table import HIGHER_IS_BETTER, METRICS, Row, comparison
+from .table import HIGHER_IS_BETTER, METRICS, Row, as_reported, comparison
 
 
 @dataclass
@@ -99,7 +99,7 @@ def compare(store: Store, study: str, baseline: str | None = None, metric: str =
         raise ReportError(f"study {study!r} has no runs in {store.url} (studies there: {known}); "
                           "run it first with `mnistlab run STUDY.toml`")
     base = _baseline(rows, baseline)
-    runs = {r["id"]: r for r in store.runs(study=study)}
+    runs = {r["id"]: r for r in as_reported(store, store.runs(study=study))}  # the table's train columns
     predictions = _Predictions(store) if metric == "test_accuracy" else None
     found = [_compare(base, row, runs, metric, predictions) for row in rows if row is not base]
     _decide(found, HIGHER_IS_BETTER[metric], alpha)

@@ -88,20 +88,29 @@ def comparison(store: Store, study: str) -> list[Row]:
     """Group a study's runs by model and grid point (repeats together), in study order; runs of
     different engine-numerics versions apart, the older labelled with their version."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    runs = store.runs(study=study)
-    last = {i: h[-1] for i, h in store.histories([r["id"] for r in runs if r["status"] == "done"]).items() if h}
-    for run in runs:
+    for run in as_reported(store, store.runs(study=study)):
         label = f"{run['model']} [{run['point']}]" if run["point"] else run["model"]
-        final = last.get(run["id"], {})
-        run = dict(run, train_loss_eval=run["train_loss"], train_accuracy_eval=run["train_accuracy"],
-                   train_loss=final.get("loss"), train_accuracy=final.get("accuracy"),
-                   val_loss=final.get("val_loss"), val_accuracy=final.get("val_accuracy"))
         groups.setdefault((label, version_of(run)), []).append(run)
     versions: dict[str, set[int]] = {}
     for label, version in groups:
         versions.setdefault(label, set()).add(version)
     return [_row(label + (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS else ""),
                  runs, version) for (label, version), runs in groups.items()]
+
+
+def as_reported(store: Store, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The store's runs with the metrics named as tables, ``compare`` and the report name them:
+    ``train_loss`` / ``train_accuracy`` are the last epoch's, as Keras' history reports them (the
+    store's own columns hold the evaluation pass after training: ``train_loss_eval`` /
+    ``train_accuracy_eval``), ``val_loss`` / ``val_accuracy`` the last epoch's validation."""
+    last = {i: h[-1] for i, h in store.histories([r["id"] for r in runs if r["status"] == "done"]).items() if h}
+    out = []
+    for run in runs:
+        final = last.get(run["id"], {})
+        out.append(dict(run, train_loss_eval=run["train_loss"], train_accuracy_eval=run["train_accuracy"],
+                        train_loss=final.get("loss"), train_accuracy=final.get("accuracy"),
+                        val_loss=final.get("val_loss"), val_accuracy=final.get("val_accuracy")))
+    return out
 
 
 def version_of(run: dict[str, Any]) -> int:
