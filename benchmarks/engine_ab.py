@@ -56,7 +56,7 @@ def main() -> None:
     from benchmarks.workloads import WORKLOADS
     from mnistlab.data import load_tensors
     from mnistlab.engine import fit as engine
-    from mnistlab.engine.optim import build_optimizer
+    from mnistlab.engine.optim import build_optimizer, learning_rate
     from mnistlab.engine.options import EngineOptions
     from mnistlab.spec import expand, parse_study
 
@@ -85,14 +85,19 @@ def main() -> None:
                 if hasattr(module, "generator"):
                     module.generator = noise
             states[key] = (model, build_optimizer(spec.optimizer_call(), model.parameters()), shuffle)
+        lr = learning_rate(spec.optimizer_call())  # the schedule (a constant for the workloads' optimizers)
+        batches = -(-args.images // spec.batch_size)
+        steps = {key: 0 for key in options}  # each contender's position in the schedule
 
         def one_round(key) -> float:
             model, optimizer, shuffle = states[key]
             start = time.perf_counter()
-            engine._train_epoch(model, optimizer, data, spec.batch_size, shuffle, engine.Callbacks(), options[key])
+            engine._train_epoch(model, optimizer, data, spec.batch_size, shuffle, engine.Callbacks(), options[key],
+                                lr, steps[key])
+            steps[key] += batches
             if data.x_train.is_cuda:
                 torch.cuda.synchronize()
-            return (time.perf_counter() - start) / -(-args.images // spec.batch_size) * 1e3
+            return (time.perf_counter() - start) / batches * 1e3
 
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
