@@ -35,8 +35,9 @@ class CliError(MnistlabError):
 def main() -> None:
     """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
     input (library errors become one red line); 130 interrupted."""
-    global _interrupt_said
+    global _interrupt_said, _argv
     _interrupt_said = False
+    _argv = sys.argv[1:]
     try:
         code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
@@ -61,6 +62,7 @@ def main() -> None:
 
 
 _interrupt_said = False  # `run` says what was kept itself
+_argv: Optional[list[str]] = None  # the command line, when main() parsed it (`run --background` restarts it)
 
 
 def _store(url: Optional[str], study_path: Optional[Path] = None, read_only: bool = True):
@@ -101,8 +103,20 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the study's "
                                              "[train] device; auto: a CUDA GPU when there is one)"),
         precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights; "
-                                                "default: the study's [train] precision, fp32)")):
+                                                "default: the study's [train] precision, fp32)"),
+        background: bool = typer.Option(False, "--background", help="Train at the lowest CPU priority, yielding "
+                                        "the cores to your other work (nice 19 in a session of its own, "
+                                        "OMP_WAIT_POLICY=PASSIVE).")):
     """Train every run of STUDY not done yet, then print the comparison table."""
+    if background:
+        from .runner import background as bg
+        if not bg.in_background_child():
+            if _argv is None or not hasattr(os, "nice"):
+                raise CliError("--background needs the `mnistlab` command on a POSIX system")
+            global _interrupt_said
+            _interrupt_said = True  # this process only waits: its child says everything, "interrupted" too
+            raise typer.Exit(bg.restart(_argv))
+        bg.lower_priority()
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
     executor = executor or ("processes" if workers > 1 else "inline")  # bad options fail before the plan

@@ -173,7 +173,9 @@ def _hardware(run: dict[str, Any]) -> str:
     threads = f", {env['threads']} threads of {env['cpus']} CPUs" if env.get("threads") else ""
     name = f" ({env['device_name']})" if env.get("device_name") else ""
     where = f"; {env['platform']}" if env.get("platform") else ""
-    return f"{env.get('device', '?')}{name}{threads}{where}"
+    priority = env.get("priority") or {}  # timings taken at low priority, beside other work
+    low = f"; low priority (nice {priority['nice']})" if (priority.get("nice") or 0) > 0 else ""
+    return f"{env.get('device', '?')}{name}{threads}{where}{low}"
 
 
 def _distinct(items: list[Any], key: Callable[[Any], Any], most: int = 4) -> str:

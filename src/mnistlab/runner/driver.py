@@ -28,6 +28,7 @@ from ..engine.options import EngineOptions
 from ..errors import DamagedArtifact, DataError
 from ..spec import RunSpec, Study, expand
 from ..store import Store
+from .background import priority
 from .options import RunOptions
 
 
@@ -69,7 +70,7 @@ def environment(engine: dict[str, Any]) -> dict[str, Any]:
     with the engine-numerics version, for the report header and for provenance."""
     return {"mnistlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device_name": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), **engine}
+            "cpus": os.cpu_count(), "priority": priority(), **engine}
 
 
 @lru_cache(maxsize=4)
