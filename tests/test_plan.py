@@ -153,3 +153,20 @@ def test_peak_memory_estimate_against_a_measured_process(write_study, mnist):
     measured = json.loads(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                                          timeout=600, check=True).stdout)
     assert 0.8 * measured < estimate < 1.3 * measured  # 722 MiB against 664 MiB when written
+
+
+def test_cli_plan_folds_long_group_labels_instead_of_cutting_them(write_study, mnist):
+    """At 80 columns (off a terminal) `plan` printed `task 3a:…` and `calibrat…`."""
+    long = "mnist mlp 64 relu, glorot uniform init, the variant with a long descriptive name"
+    models = {f"{long} {i}": [MLP[0], f"Dropout(0.{i + 1})", MLP[1]] for i in range(3)}
+    path = write_study(tiny_study(models=models, epochs=1, train_size=600))
+    shown = subprocess.run([*CLI, "plan", path], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, COLUMNS="80"))
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.split("plan: ")[0]
+    assert "…" not in table and max(map(len, table.splitlines())) <= 80, table
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if "group" in line and "runs" in line)
+    cut = lines[header].index("runs")  # the group column's pieces, joined
+    joined = "".join(line[:cut].strip("│┃ ").replace(" ", "") for line in lines[header + 1:])
+    assert all(f"{long} {i}".replace(" ", "") in joined for i in range(3)), table

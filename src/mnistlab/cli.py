@@ -307,12 +307,13 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
         from .store import Store
         db = Store("sqlite:///:memory:")
     estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed)
-    table = Table("group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB",
-                  title=f"plan of {escape(estimate.study)}")
-    for g in estimate.groups:
-        names = ", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else "")
-        table.add_row(escape(names), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
-                      duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}")
+    rows = [[", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else ""), str(g.runs),
+             f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}", duration(g.seconds_per_run), g.source,
+             f"{g.peak_bytes / 2**20:,.0f}"] for g in estimate.groups]
+    table = fitted_table(["group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB"], rows,
+                         out.width, title=f"plan of {escape(estimate.study)}")  # labels fold, nothing is cut
+    for row in rows:
+        table.add_row(*map(escape, row))
     if estimate.groups:
         out.print(table)
     out.print(escape(estimate.line()), highlight=False, soft_wrap=True)
