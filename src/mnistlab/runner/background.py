@@ -22,7 +22,7 @@ from typing import Any
 
 CHILD = "MNISTLAB_BACKGROUND"  # set in the restarted process's environment: the waiting parent's pid
 AUTOGROUP = Path("/proc/self/autogroup")
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def in_background_child() -> bool:
