@@ -69,7 +69,7 @@ def beside_neighbour(variant: str, shape: str) -> tuple[float, float]:
     """This shape's seconds per step with a nice'd neighbour training, and the neighbour's steps/s."""
     study, label, steps = SHAPES["mlp (seed 000 drop 5)"]
     command = [sys.executable, "-c", MEASURE, study, label, str(steps), "0"]
-    if variant == BACKGROUND:  # as `mnistlab run --background` (mnistlab.runner.background)
+    if variant == BACKGROUND:  # as `mnistlab run --background` (mnistlab.processes)
         command, env = LOWEST + command, environment("OMP_WAIT_POLICY=PASSIVE")
     else:
         command, env = ["nice", "-n", "19"] + command, environment(variant)

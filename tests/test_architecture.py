@@ -18,22 +18,24 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mnistlab"
 MAX_LINES = 400
 
 # component -> the components it may import (leaves: errors, registry, numerics, version)
-LEAVES = {"errors", "registry", "numerics", "version", "wording"}
+LEAVES = {"errors", "registry", "numerics", "version", "wording", "processes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "version": set(), "numerics": set(), "registry": {"errors"}, "wording": set(),
+    "processes": {"errors"},  # training processes' priority (`run --background`) and lifetime
     "spec": {"errors", "registry"},
     "data": {"errors", "registry"},
     "store": {"errors", "numerics"},
     "images": {"errors"},
     "engine": {"errors", "registry", "numerics", "spec", "data"},
-    "runner": {"errors", "version", "numerics", "wording", "engine", "spec", "store", "data"},
+    "runner": {"errors", "version", "numerics", "wording", "processes", "engine", "spec", "store", "data"},
     "report": {"errors", "numerics", "wording", "store", "images"},
     "frames": {"errors", "store", "report"},  # results as pandas DataFrames
     "notebook": {"errors", "spec", "store", "report", "frames"},  # Results, progress bars, inline reports
     "api": {"errors", "version", "numerics", "registry", "runner", "engine", "spec", "store", "data", "report",
             "images", "notebook"},
     "console": {"errors"},  # progress and tables as the CLI prints them
-    "cli": {"errors", "wording", "api", "report", "store", "spec", "console"},  # read commands skip the api: no torch for `ls`
+    "cli": {"errors", "wording", "api", "report", "store", "spec", "console", "processes"},  # read commands skip
+    # the api: no torch for `ls`; nor for the waiting parent of `run --background`
     "__init__": {"version", "api", "store", "notebook"},
 }
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import tiny_study
 from hostile import CLI, train, write
-from mnistlab.runner.background import priority
+from mnistlab.processes import priority
 from mnistlab.store import Store
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "nice"), reason="POSIX only")

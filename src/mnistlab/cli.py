@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .console import err, fitted_table, make_reporter as _reporter, out
-from .errors import MnistlabError
+from .errors import MnistlabError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
@@ -26,10 +26,6 @@ StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [de
 
 YesOpt = typer.Option(False, "--yes", "-y", help="Accept a study of more than 10,000 runs (refused otherwise, "
                                                 "as a likely typo in a sweep).")
-
-
-class CliError(MnistlabError):
-    """Bad command-line input."""
 
 
 def main() -> None:
@@ -104,19 +100,15 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
                                              "[train] device; auto: a CUDA GPU when there is one)"),
         precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast, fp32 weights; "
                                                 "default: the study's [train] precision, fp32)"),
-        background: bool = typer.Option(False, "--background", help="Train at the lowest CPU priority, yielding "
-                                        "the cores to your other work (nice 19 in a session of its own, "
-                                        "OMP_WAIT_POLICY=PASSIVE).")):
+        background: bool = typer.Option(False, "--background", help="Train at the lowest CPU priority, your other "
+                                        "work first (nice 19 in a session of its own, OMP_WAIT_POLICY=PASSIVE).")):
     """Train every run of STUDY not done yet, then print the comparison table."""
-    if background:
-        from .runner import background as bg
-        if not bg.in_background_child():
-            if _argv is None or not hasattr(os, "nice"):
-                raise CliError("--background needs the `mnistlab` command on a POSIX system")
+    if background:  # this process restarts the command at low priority and waits: the child says everything
+        from .processes import background as restarted
+        if (code := restarted(_argv)) is not None:
             global _interrupt_said
-            _interrupt_said = True  # this process only waits: its child says everything, "interrupted" too
-            raise typer.Exit(bg.restart(_argv))
-        bg.lower_priority()
+            _interrupt_said = True
+            raise typer.Exit(code)
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
     executor = executor or ("processes" if workers > 1 else "inline")  # bad options fail before the plan
@@ -128,7 +120,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
-        raise CliError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
+        raise UsageError(f"{estimate.over_limit()}: pass --yes to start it (`mnistlab plan` shows the estimate)")
     reporter = _reporter(quiet or executor == "processes")
     if executor != "inline" and not quiet:
         cluster = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
@@ -252,13 +244,13 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
     db = _store(store, Path(study))
     name = _study_name(study)
     if db.study(name) is None:
-        raise CliError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
+        raise UsageError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
     if fmt == "text":
         _print_table(db, name)
     elif fmt in ("markdown", "csv", "json"):
         print(render(comparison(db, name), fmt))
     else:
-        raise CliError(f"--format {fmt!r} is unknown; use text, markdown, csv or json")
+        raise UsageError(f"--format {fmt!r} is unknown; use text, markdown, csv or json")
 
 
 @app.command()
@@ -273,7 +265,7 @@ def compare(study: str = typer.Argument(..., help="Study file or a study name in
     effects of sweeps (docs/STATISTICS.md)."""
     from .report.compare import FACTOR_HEADERS, compare as compare_study, factor_cells, headline, render, text_block
     if fmt not in ("text", "markdown", "json"):
-        raise CliError(f"--format {fmt!r} is unknown; use text, markdown or json")
+        raise UsageError(f"--format {fmt!r} is unknown; use text, markdown or json")
     result = compare_study(_store(store, Path(study)), _study_name(study), baseline=baseline, metric=metric)
     if fmt != "text":
         print(render(result, fmt))
@@ -368,7 +360,7 @@ def data_fetch(name: Optional[str] = typer.Argument(None, help="mnist (default) 
     """Download (or unpack the offline copy of) a dataset into the cache, checking its SHA-256."""
     from .api import fetch_data
     if name and dataset and name != dataset:
-        raise CliError(f"two datasets named: {name!r} and --dataset {dataset!r}; give one")
+        raise UsageError(f"two datasets named: {name!r} and --dataset {dataset!r}; give one")
     name = name or dataset or "mnist"
     started = time.perf_counter()
     path = fetch_data(name, force=force)

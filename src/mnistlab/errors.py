@@ -14,6 +14,10 @@ class MnistlabError(Exception):
     exit_code = 2
 
 
+class UsageError(MnistlabError):
+    """Bad command-line input: an option that cannot be used as given, and what would be right."""
+
+
 class StudyError(MnistlabError, ValueError):
     """A study file (or a value given for one) is wrong: ``FILE:LINE: where: what, and what would be right``."""
 

@@ -26,9 +26,9 @@ from ..engine import cost, memory
 from ..engine.group import MAX_GROUP, fit_group, group_key
 from ..engine.options import EngineOptions
 from ..errors import DamagedArtifact, DataError
+from ..processes import priority
 from ..spec import RunSpec, Study, expand
 from ..store import Store
-from .background import priority
 from .options import RunOptions
 
 

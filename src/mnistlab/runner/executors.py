@@ -10,26 +10,21 @@ models that do not group use both cores better as two one-thread runs than as on
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from dataclasses import replace
 from typing import Callable
 
 from ..engine.check import check_study
 from ..engine.options import EngineOptions
 from ..errors import StudyError
+from ..processes import die_with_parent
 from ..spec import Study, parse_study
 from ..store import Store
 from .driver import Outcome, Reporter, run_study, warn_same_name
 from .options import RunOptions
 from .ray_executor import run_on_ray
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def inline(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
@@ -59,26 +54,6 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
     done_here = set(merged.trained) | set(merged.resumed)
     merged.skipped = sorted({i for o in outcomes for i in o.skipped} - done_here)
     return merged
-
-
-def die_with_parent(parent: int) -> None:
-    """Make this worker end when the process that started it dies (a killed ``mnistlab run --workers``
-    must not leave workers training): Linux's PR_SET_PDEATHSIG, elsewhere a thread that watches."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        watched = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        watched = False
-    if os.getppid() != parent:  # it died before the signal was asked for
-        os._exit(1)
-    if not watched:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)  # a claimed run stays "running" with a dead owner: the next `run` resumes it
 
 
 def _worker(path: str | None, source: str, url: str, artifacts: str, options: RunOptions,

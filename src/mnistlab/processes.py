@@ -1,5 +1,6 @@
-"""``mnistlab run --background``: train at the lowest CPU priority, so that the user's other work on
-the same cores keeps the machine (docs/PERFORMANCE.md, "Sharing the machine").
+"""Training processes' priority and lifetime: ``mnistlab run --background`` trains at the lowest CPU
+priority, so that the user's other work on the same cores keeps the machine (docs/PERFORMANCE.md,
+"Sharing the machine"); a process started to train ends when the process that started it dies.
 
 ``nice`` alone does not do it. With the kernel's autogroups on, each session is its own scheduling
 group and groups share the CPU equally whatever their processes' nice; torch's OpenMP threads
@@ -13,21 +14,35 @@ this process is killed, the training process is ended too (its runs resume on th
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 CHILD = "MNISTLAB_BACKGROUND"  # set in the restarted process's environment: the waiting parent's pid
 AUTOGROUP = Path("/proc/self/autogroup")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def in_background_child() -> bool:
-    """Whether this process is the restarted, low-priority one."""
-    return bool(os.environ.get(CHILD))
+def background(argv: list[str] | None) -> int | None:
+    """For ``run --background``. In the user's process: restart ``mnistlab ARGV`` (the command line
+    ``main()`` parsed) and return its exit status. In the restarted process: lower its priority and
+    return None, to go on training."""
+    if os.environ.get(CHILD):
+        lower_priority()
+        return None
+    if argv is None or not hasattr(os, "nice"):
+        raise UsageError("--background needs the `mnistlab` command on a POSIX system")
+    return restart(argv)
 
 
 def restart(argv: list[str]) -> int:
@@ -48,7 +63,6 @@ def restart(argv: list[str]) -> int:
 def lower_priority() -> None:
     """In the restarted process: nice 19 for itself (and the workers it starts), and 19 for its own
     session's autogroup where the kernel has them; it ends when the waiting parent dies."""
-    from .executors import die_with_parent
     os.nice(19 - os.nice(0))
     try:
         AUTOGROUP.write_text("19")
@@ -67,3 +81,23 @@ def priority() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         record["autogroup_nice"] = None
     return record
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this process end when the process that started it dies (a killed ``mnistlab run`` must not
+    leave workers or a background child training): Linux's PR_SET_PDEATHSIG, elsewhere a thread that watches."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        watched = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        watched = False
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+    if not watched:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # a claimed run stays "running" with a dead owner: the next `run` resumes it
