@@ -99,3 +99,19 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")  # a zombie has ended; its reaper may be slow in a container
+
+
+def test_background_outside_the_command_line_is_a_one_line_usage_error(tmp_path, mnist):
+    """`run --background` restarts the command line main() parsed; called any other way (typer's
+    CliRunner here, as a host program might) there is none to restart: exit 2, nothing trained."""
+    from typer.testing import CliRunner
+
+    from mnistlab import cli
+    from mnistlab.errors import UsageError
+    path = write(tmp_path)
+    with pytest.raises(SystemExit):
+        cli.main()  # an earlier command line in this process (pytest's own argv, refused) is not restarted later
+    result = CliRunner().invoke(cli.app, ["run", str(path), "--background"])
+    assert isinstance(result.exception, UsageError) and UsageError.exit_code == 2
+    assert str(result.exception) == "--background needs the `mnistlab` command on a POSIX system"
+    assert not (tmp_path / "mnistlab.db").exists()

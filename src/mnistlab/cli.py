@@ -32,8 +32,7 @@ def main() -> None:
     """Console entry point. Exit status: 0 done; 1 some runs failed, diverged or are damaged; 2 bad
     input (library errors become one red line); 130 interrupted."""
     global _interrupt_said, _argv
-    _interrupt_said = False
-    _argv = sys.argv[1:]
+    _interrupt_said, _argv = False, sys.argv[1:]
     try:
         code = app(standalone_mode=False)  # returns a command's typer.Exit code (typer's 130 on Ctrl-C)
     except (typer.Exit, SystemExit) as exc:
@@ -51,6 +50,8 @@ def main() -> None:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise SystemExit(exc.exit_code)
         raise
+    finally:  # only the command line being run may be restarted
+        _argv = None
     code = code if isinstance(code, int) else 0
     if code == 130 and not _interrupt_said:
         err.print("[yellow]interrupted[/yellow]", highlight=False)
@@ -62,8 +63,7 @@ _argv: Optional[list[str]] = None  # the command line, when main() parsed it (`r
 
 
 def _store(url: Optional[str], study_path: Optional[Path] = None, read_only: bool = True):
-    """The store named by --store, $MNISTLAB_STORE, or beside the study file. Commands that only
-    read open it ``read_only``: it must exist ("no store at PATH"), and nothing is written."""
+    """The store named by --store, $MNISTLAB_STORE, or beside the study; ``read_only``: must exist, no writes."""
     from .store import Store  # not through api: reading the store needs no torch
     url = url or os.environ.get("MNISTLAB_STORE")
     if study_path is not None and study_path.suffix == ".toml":
