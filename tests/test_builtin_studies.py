@@ -217,5 +217,6 @@ def test_best_mnist_augments_before_its_convolutions():
     run = expand(mnistlab.load_study(STUDIES / "best_mnist.toml"))[0]
     model = _build(run)
     kinds = [r[1] for r in model.summary_rows()]
-    assert kinds[:3] == ["RandomRotation", "RandomTranslation", "RandomZoom"] and kinds[3] == "Conv2D"
-    assert model.count_params() == (872_426, 871_530, 896)
+    assert kinds[:3] == ["RandomRotation", "RandomZoom", "RandomTranslation"] and kinds[3] == "Conv2D"
+    # Deotte's Keras summary: 327,242 parameters, 832 of them BatchNorm's moving statistics
+    assert model.count_params() == (327_242, 326_410, 832)
