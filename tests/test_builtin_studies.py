@@ -117,6 +117,24 @@ def test_every_study_loads(path):
     assert expand(study)
 
 
+EXPERIMENTS = sorted((STUDIES.parent / "docs" / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_every_documented_experiment_loads(path):
+    assert expand(mnistlab.load_study(path))
+
+
+def test_seed002_l2_repeats_extend_the_seed_study_runs():
+    """REPRODUCTION.md reads the 5-seed experiment as more runs of task 3b: its first seed must be
+    the seed study's own run (same content id), not a look-alike with other settings."""
+    seed_ids = {r.id for r in expand(mnistlab.load_study(STUDIES / "seed002_sgd_lr_width_noise_l2.toml"))}
+    runs = expand(mnistlab.load_study(STUDIES.parent / "docs" / "experiments" / "seed002_l2_repeats.toml"))
+    assert len(runs) == 10 and {r.repeat for r in runs} == set(range(5))
+    assert {r.id for r in runs if r.repeat == 0} <= seed_ids
+    assert not {r.id for r in runs if r.repeat} & seed_ids
+
+
 def test_there_is_a_study_per_notebook():
     names = {p.name for p in ALL_STUDIES}
     assert {study for _, study in NOTEBOOKS.values()} | {SEED002_SUBSET, "quick.toml"} <= names
