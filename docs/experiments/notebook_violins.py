@@ -1,7 +1,7 @@
 """Which arrays the seed notebooks' weight violin plots really show.
 
 Each notebook plots `model.get_weights()[i]` for hand-picked indices i, labelled "Hidden Layer 1",
-"Hidden Layer 2", ..., "Output". Keras 2's `Network.get_weights()` concatenates each layer's
+"Hidden Layer 2", ..., "Output Layer". Keras 2's `Network.get_weights()` concatenates each layer's
 `weights` in layer order (keras/engine/network.py, 2.2.x: `for layer in self.layers: weights +=
 layer.weights`): Dense and Conv2D give [kernel, bias], BatchNormalization [gamma, beta,
 moving_mean, moving_variance]. This script rebuilds that list from the built-in studies' layers
