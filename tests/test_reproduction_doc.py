@@ -1,5 +1,6 @@
 """docs/REPRODUCTION.md cannot fall behind the built-in seed studies: it names every model of each."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,24 @@ def test_reproduction_names_every_model_and_its_study(path):
     assert path.name in doc, f"docs/REPRODUCTION.md does not link {path.name}"
     missing = [m.name for m in study.models if m.name not in doc]
     assert not missing, f"docs/REPRODUCTION.md has no row for {missing} of {path.name}"
+
+
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def local_links(text: str) -> list[str]:
+    """Markdown link and image targets that name a file of this repository (not a URL or an anchor)."""
+    return [t.split("#", 1)[0] for t in LINK.findall(text) if not re.match(r"[a-z]+:|#", t)]
+
+
+def test_local_links_finds_images_and_files_only():
+    text = "![a](img/x.png) [b](../studies/s.toml#L3) [c](https://x.org/y) [d](#anchor) [e](mailto:a@b)"
+    assert local_links(text) == ["img/x.png", "../studies/s.toml"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_local_link_and_screenshot_exists(doc):
+    """A renamed study or a screenshot left out of a commit would show as a broken link or image."""
+    missing = [t for t in local_links(doc.read_text()) if not (doc.parent / t).exists()]
+    assert not missing, f"{doc.relative_to(ROOT)} links files that do not exist: {missing}"
