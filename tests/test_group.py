@@ -133,3 +133,21 @@ def test_groups_shrink_to_fit_the_machines_memory(monkeypatch):
     assert [len(g) for g in plan(specs)] == [1] * 40
     monkeypatch.setattr(memory, "memory_bytes", lambda: None)  # unknown: as before
     assert [len(g) for g in plan(specs)] == [32, 8]
+
+
+def test_several_workers_take_the_longest_runs_first():
+    """With several workers (``run -j N``, Ray), a long run planned last would train alone at the end
+    while the others idle: the plan for them puts the most multiply-adds first, ties in study order."""
+    from mnistlab.engine import cost
+    small = [run_spec(REG, "rmsprop()", seed=i) for i in range(3)]  # rmsprop does not group: one run each
+    cnn = run_spec(["Conv2D(32, 3, activation='relu')", "Flatten()", "Dense(10, activation='softmax')"])
+    wide = run_spec(["Dense(300, activation='relu')", "Dense(10, activation='softmax')"], "rmsprop()")
+    grouped = [run_spec(DROP, seed=i) for i in range(3)]  # one group of three
+    specs = [*small[:2], wide, *grouped, cnn, small[2]]
+    work = {id(s): cost.macs_per_run(s) for s in specs}
+    assert work[id(cnn)] > work[id(wide)] > 3 * work[id(grouped[0])] > work[id(small[0])]  # what the test relies on
+    assert [[s.seed for s in g] for g in plan(specs)] == [[0], [1], [1], [0, 1, 2], [1], [2]]  # study order
+    longest = plan(specs, longest_first=True)
+    assert [g[0].layers for g in longest] == [cnn.layers, wide.layers, DROP, REG, REG, REG]
+    assert [g[0].seed for g in longest[3:]] == [0, 1, 2]  # equal work: study order
+    assert sorted(s.seed for s in longest[2]) == [0, 1, 2]

@@ -43,3 +43,18 @@ def test_every_local_link_and_screenshot_exists(doc):
     """A renamed study or a screenshot left out of a commit would show as a broken link or image."""
     missing = [t for t in local_links(doc.read_text()) if not (doc.parent / t).exists()]
     assert not missing, f"{doc.relative_to(ROOT)} links files that do not exist: {missing}"
+
+
+MENTIONED = re.compile(r"(?<![\w/.])((?:studies|docs/experiments)/[\w./-]+\.(?:toml|py))")
+
+
+def test_mentioned_finds_repository_paths_only():
+    text = "run studies/quick.toml, docs/experiments/x.py and `ROOT/studies/y.toml` or ../studies/z.toml"
+    assert MENTIONED.findall(text) == ["studies/quick.toml", "docs/experiments/x.py"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_study_and_experiment_a_command_names_exists(doc):
+    """Commands in code blocks are not links: a study renamed since would fail only when a user types it."""
+    missing = sorted({p for p in MENTIONED.findall(doc.read_text()) if not (ROOT / p).exists()})
+    assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {missing}"

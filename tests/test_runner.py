@@ -197,6 +197,19 @@ def test_process_pool_shares_the_work_and_trains_each_run_once(write_study, mnis
     assert {r["environment"]["dense_gemm"] for r in runs} == {"onednn" if onednn.available() else "torch"}
 
 
+def test_process_pool_starts_the_longest_run_first(write_study, mnist):
+    """The study lists its longest model last; in study order it would start only when a worker
+    came free, and train alone at the end. Whichever worker claims first takes it."""
+    models = {"a": ["Dense(20, activation='relu')", "Dense(10, activation='softmax')"],
+              "b": ["Dense(24, activation='relu')", "Dense(10, activation='softmax')"],
+              "long": ["Dense(256, activation='relu')", "Dense(128, activation='relu')", "Dense(10, activation='softmax')"]}
+    path = write_study(tiny_study(models=models, epochs=1))
+    mnistlab("run", path, "--workers", "2", "-q")
+    runs = sorted(store_of(path).runs(study="tiny"), key=lambda r: r["started"])
+    assert [r["status"] for r in runs] == ["done"] * 3
+    assert runs[0]["model"] == "long", [(r["model"], r["started"]) for r in runs]
+
+
 def test_predict_and_export_a_trained_run(write_study, mnist, tmp_path):
     import numpy as np
     from safetensors.numpy import load_file

@@ -112,7 +112,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     preload([s for s in specs if status.get(s.id) in startable], engine)
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
-    for planned in plan(specs, options.group):
+    for planned in plan(specs, options.group, longest_first=options.workers > 1):
         for members in claim(store, planned, options, outcome, reporter):  # just before training
             resumed = members[0][1] is not None
             for spec, final in _train(members, store, reporter, engine):
@@ -158,11 +158,28 @@ def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
                       f"both share its rows and table; give one another `name` to keep them apart")
 
 
-def plan(specs: list[RunSpec], group: bool = True) -> list[list[RunSpec]]:
+def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False) -> list[list[RunSpec]]:
     """Runs in study order, same-shape runs gathered into groups when ``group``: at most ``MAX_GROUP``,
-    and no more than fit in ``MEMORY_SHARE`` of the machine's memory together (:func:`group_limit`)."""
-    if not group:
-        return [[s] for s in specs]
+    and no more than fit in ``MEMORY_SHARE`` of the machine's memory together (:func:`group_limit`).
+
+    ``longest_first`` (several workers or Ray tasks take from this plan) orders the groups by their
+    multiply-adds, most first, ties in study order: a long run that starts last would train alone
+    while the other workers sit idle (longest-processing-time-first scheduling)."""
+    order = _grouped(specs) if group else [[s] for s in specs]
+    if longest_first:
+        macs: dict[tuple, int] = {}  # a sweep's runs share a few architectures: count each once
+
+        def work(members: list[RunSpec]) -> int:
+            key = (members[0].layers, members[0].dataset, members[0].epochs, members[0].train_size,
+                   members[0].test_size, members[0].validation)
+            if key not in macs:
+                macs[key] = cost.macs_per_run(members[0])
+            return macs[key] * len(members)
+        order.sort(key=work, reverse=True)  # stable: equal work keeps study order
+    return order
+
+
+def _grouped(specs: list[RunSpec]) -> list[list[RunSpec]]:
     groups: dict[Any, list[list[RunSpec]]] = {}
     limits: dict[Any, int] = {}
     order: list[list[RunSpec]] = []

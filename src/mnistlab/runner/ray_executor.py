@@ -193,7 +193,7 @@ class _Driver:
         status = {r["id"]: r["status"] for r in self.store.runs(study=self.study.name)}
         self.reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
         try:
-            for planned in plan(specs, self.options.group):
+            for planned in plan(specs, self.options.group, longest_first=True):  # tasks start in this order
                 for members in claim(self.store, planned, self.options, self.outcome, self.reporter):
                     self.submit([s for s, _ in members], [ck for _, ck in members], tries=0,
                                 resumed=members[0][1] is not None)
