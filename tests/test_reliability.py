@@ -156,3 +156,61 @@ def test_artifact_changed_on_disk_is_detected_when_read(tmp_path):
     flip(written)
     with pytest.raises(DamagedArtifact, match="SHA-256"):
         store.load_arrays("abcd1234", "weights")
+
+
+# ---------------------------------------------------------------- resumed in another way
+@pytest.mark.parametrize("group", [True, False], ids=["grouped", "alone"])
+def test_a_run_resumed_with_other_threads_records_how_each_stretch_trained(tmp_path, monkeypatch, capsys, mnist,
+                                                                          group):
+    """Some kernels sum in another order on another number of threads (a CNN differed by 2.5 points
+    after one epoch, docs/RELIABILITY.md), and a run resumed under `run -j 3` after starting alone
+    continued on one thread where it began on two: its record said only the last. Now every stretch."""
+    from conftest import MLP, tiny_study
+    from hostile import interrupt_at
+    from mnistlab.api import EngineOptions
+    path = write(tmp_path, tiny_study(name="tiny", models={"a": MLP}, epochs=3, train_size=600, test_size=200,
+                                      extra="repeats = 2"))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(path, engine=EngineOptions(threads=1), group=group)
+    notes = Notes()
+    outcome = train(path, engine=EngineOptions(threads=2), group=group, reporter=notes)
+    assert len(outcome.resumed) == 1 and len(outcome.trained) == 1  # stopped as the first run's epoch 1 committed
+    runs = Store.for_study(path).runs()
+    resumed = [r for r in runs if r["id"] in outcome.resumed]
+    for run in resumed:
+        env = run["environment"]
+        assert env["threads"] == 2 and [(s["from_epoch"], s["threads"]) for s in env["trained_with"]] == [(1, 1), (2, 2)]
+        assert env["trained_with"][0]["torch"] == env["torch"] and env["trained_with"][0]["device"] == "cpu"
+        assert any(run["id"] in line and "threads 1 -> 2" in line for line in notes.lines), notes.lines
+    for run in runs:
+        if run not in resumed:  # trained start to end one way: nothing more to say
+            assert "trained_with" not in run["environment"]
+    code, out, _ = invoke(capsys, "show", resumed[0]["id"], "--store", tmp_path / "mnistlab.db")
+    assert code == 0 and "epoch 1: threads 1" in out and "epochs 2-3: threads 2" in out, out
+    assert "engine: device cpu, precision fp32, threads 2" in out
+    report = write_report(Store.for_study(path), "tiny", tmp_path / "r.html").read_text()
+    assert "resumed in another way" in report and resumed[0]["id"] in report
+
+
+def test_stretches_read_as_what_changed():
+    from mnistlab.wording import stretches
+    one = {"torch": "2.13.0", "device": "cpu", "threads": 2}
+    two = [{"from_epoch": 1, **one}, {"from_epoch": 8, **one, "threads": 1}, {"from_epoch": 12, **one, "device": "cuda"}]
+    assert stretches(two, 12) == ["epochs 1-7: device cpu, threads 2", "epochs 8-11: device cpu, threads 1",
+                                  "epoch 12: device cuda, threads 2"]
+    older = [{"from_epoch": 5, **one}]  # resumed from a checkpoint written before stretches were kept
+    assert stretches(older, 6) == ["epochs 1-4: not recorded (a checkpoint of an older mnistlab)",
+                                   "epochs 5-6: as recorded below"]
+
+
+def test_a_run_resumed_the_same_way_records_one_way(tmp_path, monkeypatch, mnist):
+    from mnistlab.api import EngineOptions
+    path = write(tmp_path)
+    interrupted(path, monkeypatch, epoch=2)
+    notes = Notes()
+    train(path, reporter=notes)
+    run = Store.for_study(path).runs()[0]
+    assert "trained_with" not in run["environment"] and notes.lines == []
+    assert EngineOptions().threads is None  # the default both times: torch's own count

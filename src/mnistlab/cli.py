@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .console import err, fitted_table, make_reporter as _reporter, out
 from .errors import MnistlabError, UsageError
+from .wording import duration, environment_lines
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
@@ -222,12 +223,11 @@ def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix
                                              for k in ("loss", "accuracy", "val_loss", "val_accuracy")),
                         f"{rates[i]:.4g}" if i < len(rates) and rates[i] is not None else "—", f"{row['seconds']:.2f}")
     out.print(history)
-    ending = (run["environment"] or {}).get("early_stopping")
-    if ending:
-        out.print(f"  early stopping: {ending}", highlight=False, markup=False)
     for key in ("params", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"):
         if run[key] is not None:
             out.print(f"  {key}: {run[key]:,}" if key == "params" else f"  {key}: {run[key]:.4f}")
+    for line in environment_lines(run["environment"] or {}, run["epochs_done"] or spec["epochs"]):
+        out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     if run["error"]:
         out.print(f"  [red]error:[/red] {escape(run['error'])}", highlight=False)
     if run["damage"]:
@@ -291,7 +291,6 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
          retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
     """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
     from .api import load_study, plan as plan_api
-    from .wording import duration
     from .errors import NoStore
     try:
         db = _store(store, study)

@@ -31,6 +31,9 @@ class Checkpoint:
     step: int | None = None  # optimizer steps taken: the schedule's position (None: epoch x batches, older files)
     training: dict[str, Any] = field(default_factory=dict)  # callbacks.Training.state(): lr, counters, best values
     kept: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # best weights, by callback index
+    # how each stretch of its epochs was computed: [{"from_epoch": 1, "threads": 2, ...}, {"from_epoch": 8, ...}]
+    # (runner.driver.stretches); empty in files written before it was kept
+    trained_with: list[dict[str, Any]] = field(default_factory=list)
 
 
 def capture(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
@@ -62,7 +65,8 @@ def checkpoint_to_arrays(ck: Checkpoint) -> tuple[dict[str, "np.ndarray"], dict[
         arrays.update({f"kept.{index}.{k}": v.detach().cpu().numpy() for k, v in weights.items()})
     metadata = {"epoch": str(ck.epoch), "seconds": repr(ck.seconds), "history": json.dumps(ck.history),
                 "param_groups": json.dumps(ck.optimizer["param_groups"]), "scalars": json.dumps(scalars),
-                "training": json.dumps(ck.training)}  # inf (a best value not yet set) is JSON's Infinity
+                "training": json.dumps(ck.training),  # inf (a best value not yet set) is JSON's Infinity
+                "trained_with": json.dumps(ck.trained_with)}
     if ck.step is not None:
         metadata["step"] = str(ck.step)
     return arrays, metadata
@@ -90,4 +94,5 @@ def checkpoint_from_arrays(arrays: dict[str, "np.ndarray"], metadata: dict[str, 
         shuffle_rng=torch.from_numpy(arrays["rng.shuffle"].copy()),
         history=json.loads(metadata["history"]), seconds=float(metadata["seconds"]),
         step=int(metadata["step"]) if "step" in metadata else None,
-        training=json.loads(metadata.get("training", "{}")), kept=kept)
+        training=json.loads(metadata.get("training", "{}")), kept=kept,
+        trained_with=json.loads(metadata.get("trained_with", "[]")))

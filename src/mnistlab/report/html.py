@@ -20,7 +20,7 @@ import plotly.offline
 
 from ..errors import DamagedArtifact, ReportError
 from ..store import Store
-from ..wording import duration
+from ..wording import duration, hardware, software
 from . import differences, figures
 from .assets import CSS, HEAD_JS, TAIL_JS
 from .cells import METRIC_COLUMNS, badge, esc, table_row, verdicts
@@ -155,27 +155,11 @@ def header_facts(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[tup
             ("validation", esc(_distinct(specs, lambda s: validation_text(s.get("validation", "test"))))),
             ("trained", f"{_time(min(started))} → {_time(max(finished))}" if started and finished else ""),
             ("total training time", duration(sum(seconds), decimals=1) if seconds else ""),
-            ("software", esc(_distinct(runs, _software))),
-            ("hardware", esc(_distinct(runs, _hardware))),
+            ("software", esc(_distinct(runs, lambda r: software(r.get("environment") or {})))),
+            ("hardware", esc(_distinct(runs, lambda r: hardware(r.get("environment") or {})))),
+            ("resumed in another way", esc(_distinct([r for r in runs if (r.get("environment") or {}).get("trained_with")],
+                                                     lambda r: r["id"]))),
             ("study file", esc(record.get("path") or ""))]
-
-
-def _software(run: dict[str, Any]) -> str:
-    env = run.get("environment") or {}
-    return " · ".join(f"{name} {env[key]}" for key, name in (("mnistlab", "mnistlab"), ("torch", "torch"),
-                                                             ("python", "Python")) if env.get(key))
-
-
-def _hardware(run: dict[str, Any]) -> str:
-    env = run.get("environment") or {}
-    if not env:
-        return ""
-    threads = f", {env['threads']} threads of {env['cpus']} CPUs" if env.get("threads") else ""
-    name = f" ({env['device_name']})" if env.get("device_name") else ""
-    where = f"; {env['platform']}" if env.get("platform") else ""
-    priority = env.get("priority") or {}  # timings taken at low priority, beside other work
-    low = f"; low priority (nice {priority['nice']})" if (priority.get("nice") or 0) > 0 else ""
-    return f"{env.get('device', '?')}{name}{threads}{where}{low}"
 
 
 def _distinct(items: list[Any], key: Callable[[Any], Any], most: int = 4) -> str:

@@ -258,6 +258,9 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
         return save
 
     reporter.run_started(specs, resume[0].epoch if resume else 0)
+    for spec, ck in members if resume else []:
+        if note := engine_change(spec, ck, stretch_record(engine)):
+            reporter.note(note)
     try:
         results = train_members(specs, resume, engine, on_epoch, reporter.batch)
     except (KeyboardInterrupt, DataError):  # a data problem is the study's, not the runs'
@@ -279,13 +282,62 @@ def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine:
                   on_epoch: Callable[[RunSpec], Callable[[dict[str, float], Checkpoint], None]],
                   on_batch: Callable[[int, int, float, float], None] | None) -> list[RunResult]:
     """Train ``specs`` (one run, or a group of same-shape runs) on this machine's copy of their data;
-    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs (inline, or a Ray worker's)."""
+    ``on_epoch(spec)`` gives the callback that commits ``spec``'s epochs (inline, or a Ray worker's).
+
+    Each checkpoint carries how every stretch of its run's epochs was computed, and a run resumed with
+    other engine settings, versions or threads (which round differently) records them all in its
+    result's ``engine["trained_with"]``: one run, one record of how its numbers were made."""
     data = data_for(specs[0], engine)
+    used = stretch_record(engine.on(data.x_train.device))
+    trained = {s.id: stretches(ck, used) for s, ck in zip(specs, resume or [None] * len(specs))}
+
+    def stamped(spec: RunSpec) -> Callable[[dict[str, float], Checkpoint], None]:
+        commit = on_epoch(spec)
+
+        def save(row: dict[str, float], ck: Checkpoint) -> None:
+            ck.trained_with = trained[spec.id]
+            commit(row, ck)
+        return save
+
     if len(specs) > 1:
-        return fit_group(specs, data, [Callbacks(on_epoch=on_epoch(s)) for s in specs],
-                         resume=resume, on_batch=on_batch, options=engine)
-    return [fit(specs[0], data, Callbacks(on_batch=on_batch, on_epoch=on_epoch(specs[0])),
-                resume=resume[0] if resume else None, options=engine)]
+        results = fit_group(specs, data, [Callbacks(on_epoch=stamped(s)) for s in specs],
+                            resume=resume, on_batch=on_batch, options=engine)
+    else:
+        results = [fit(specs[0], data, Callbacks(on_batch=on_batch, on_epoch=stamped(specs[0])),
+                       resume=resume[0] if resume else None, options=engine)]
+    for result in results:
+        kept = trained[result.spec.id]
+        if len(kept) > 1 or kept[0]["from_epoch"] > 1:  # resumed differently, or from an older file
+            result.engine = {**result.engine, "trained_with": kept}
+    return results
+
+
+def stretch_record(engine: EngineOptions) -> dict[str, Any]:
+    """What a stretch of epochs is computed with, as far as its numbers go: the versions and the
+    engine options as resolved (device, precision, threads, kernels)."""
+    return {"mnistlab": __version__, "torch": torch.__version__, **engine.record()}
+
+
+def stretches(resume: Checkpoint | None, used: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stretches of a run's epochs by how they were computed, with the one about to train: the
+    checkpoint's list, extended when ``used`` differs from its last stretch."""
+    before = list(resume.trained_with) if resume is not None else []
+    if before and {k: v for k, v in before[-1].items() if k != "from_epoch"} == used:
+        return before
+    return before + [{"from_epoch": (resume.epoch if resume is not None else 0) + 1, **used}]
+
+
+def engine_change(spec: RunSpec, resume: Checkpoint, used: dict[str, Any]) -> str | None:
+    """One line when a run resumes with settings other than its last stretch's, else None."""
+    if not resume.trained_with:
+        return None
+    last = resume.trained_with[-1]
+    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if last.get(k) != v]
+    if not changed:
+        return None
+    return (f"run {spec.id}: resumes after epoch {resume.epoch} with {', '.join(changed)}; both are recorded "
+            f"with the run (`mnistlab show {spec.id[:8]}`), whose numbers may differ in the last bits from "
+            "one trained one way throughout")
 
 
 def commit_epoch(store: Store, run_id: str, row: dict[str, float], arrays: dict[str, Any],
