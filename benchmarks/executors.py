@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.executors                      # the built-in tiny study below
     .venv/bin/python -m benchmarks.executors --study my.toml
+    .venv/bin/python -m benchmarks.executors --study benchmarks/cnn_workers.toml --workers 2 3 --no-ray
 
 Each executor trains the whole study into its own scratch store; the table gives each one's wall
 time (Ray's cluster start separately: a real cluster is started once, not per study) and how far
@@ -13,6 +14,7 @@ on separate machines (docs/DISTRIBUTED.md, "Measured here").
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ layers = ["Dense({units}, activation='relu')", "Dense(10, activation='softmax')"
 def train(study, executor: str, scratch: str, **options) -> tuple[float, dict[str, dict]]:
     from mnistlab.api import EngineOptions, RunOptions, Store, run
 
-    store = Store(f"sqlite:///{scratch}/{executor}.db")
+    store = Store(f"sqlite:///{scratch}/{executor}{options.get('workers', '')}.db")  # a fresh store each
     start = time.perf_counter()
     run(study, store, options=RunOptions(executor=executor, **options), engine=EngineOptions())
     seconds = time.perf_counter() - start
@@ -46,6 +48,8 @@ def train(study, executor: str, scratch: str, **options) -> tuple[float, dict[st
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.executors", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", type=Path, default=None, help="a study file (default: six MLPs on a slice)")
+    p.add_argument("--workers", type=int, nargs="+", default=[2], help="pool sizes to time (default: 2)")
+    p.add_argument("--no-ray", dest="ray", action="store_false", help="leave out the Ray cluster")
     args = p.parse_args()
 
     from mnistlab.api import load_study
@@ -57,14 +61,21 @@ def main() -> None:
     check_study(study)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        rows.append(("inline (2 threads)", *train(study, "inline", scratch)))
-        rows.append(("--workers 2 (1 thread each)", *train(study, "processes", scratch, workers=2)))
-        start = time.perf_counter()
-        with local_cluster(nodes=2, cpus_per_node=1):
-            startup = time.perf_counter() - start
-            rows.append(("Ray, 2 worker nodes x 1 CPU", *train(study, "ray", scratch)))
+        cores = os.cpu_count() or 1
+        rows.append((f"inline ({cores} threads)", *train(study, "inline", scratch)))
+        for n in args.workers:
+            threads = max(1, cores // n)
+            rows.append((f"--workers {n} ({threads} thread{'s' * (threads != 1)} each)",
+                         *train(study, "processes", scratch, workers=n)))
+        startup = None
+        if args.ray:
+            start = time.perf_counter()
+            with local_cluster(nodes=2, cpus_per_node=1):
+                startup = time.perf_counter() - start
+                rows.append(("Ray, 2 worker nodes x 1 CPU", *train(study, "ray", scratch)))
     reference = rows[0][2]
-    print(f"{study.name}: {len(reference)} runs; Ray cluster start (head + 2 nodes): {startup:.1f} s")
+    started = f"; Ray cluster start (head + 2 nodes): {startup:.1f} s" if startup is not None else ""
+    print(f"{study.name}: {len(reference)} runs{started}")
     print("| executor | wall s | runs done | test accuracy = inline's | max abs. diff. of test loss |")
     print("|---|---|---|---|---|")
     for name, seconds, runs in rows:

@@ -25,3 +25,16 @@ def test_engine_ab_runs_each_path_as_named(mnist):
     assert set(rows) == {"mkl-autograd", "onednn-fast"}, out
     assert rows["mkl-autograd"][1] == "torch" and rows["onednn-fast"][1] in ("onednn+graph-free", "torch"), out
     assert all(ms > 0 for ms, _ in rows.values())
+
+
+def test_executors_times_each_pool_size_into_its_own_store(tmp_path, mnist):
+    study = tmp_path / "two.toml"
+    study.write_text('name = "two"\nseed = 0\n[train]\nepochs = 1\nbatch_size = 64\ntrain_size = 1000\n'
+                     'test_size = 200\n' + "".join(f'[[model]]\nname = "m{u}"\nlayers = ["Dense({u}, activation='
+                                                   f'\'relu\')", "Dense(10, activation=\'softmax\')"]\n'
+                                                   for u in (16, 24)))
+    out = bench("benchmarks.executors", "--study", str(study), "--workers", "1", "2", "--no-ray")
+    rows = re.findall(r"^\| (inline|--workers \d)[^|]*\| ([\d.]+) \| (\d+) \| (\d+) of (\d+) \|", out, re.M)
+    assert [r[0] for r in rows] == ["inline", "--workers 1", "--workers 2"], out  # no Ray row
+    assert all(float(r[1]) > 0 and r[2] == "2" and r[4] == "2" for r in rows), out  # each pool trained both runs
+    assert "Ray" not in out

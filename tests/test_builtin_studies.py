@@ -117,7 +117,8 @@ def test_every_study_loads(path):
     assert expand(study)
 
 
-EXPERIMENTS = sorted((STUDIES.parent / "docs" / "experiments").glob("*.toml"))
+EXPERIMENTS = sorted([*(STUDIES.parent / "docs" / "experiments").glob("*.toml"),
+                      *(STUDIES.parent / "benchmarks").glob("*.toml")])
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
