@@ -195,14 +195,16 @@ def test_a_run_resumed_with_other_threads_records_how_each_stretch_trained(tmp_p
 
 
 def test_stretches_read_as_what_changed():
-    from mnistlab.wording import stretches
+    from mnistlab.wording import stretch_lines
     one = {"torch": "2.13.0", "device": "cpu", "threads": 2}
     two = [{"from_epoch": 1, **one}, {"from_epoch": 8, **one, "threads": 1}, {"from_epoch": 12, **one, "device": "cuda"}]
-    assert stretches(two, 12) == ["epochs 1-7: device cpu, threads 2", "epochs 8-11: device cpu, threads 1",
+    assert stretch_lines(two, 12) == ["epochs 1-7: device cpu, threads 2", "epochs 8-11: device cpu, threads 1",
                                   "epoch 12: device cuda, threads 2"]
     older = [{"from_epoch": 5, **one}]  # resumed from a checkpoint written before stretches were kept
-    assert stretches(older, 6) == ["epochs 1-4: not recorded (a checkpoint of an older mnistlab)",
-                                   "epochs 5-6: as recorded below"]
+    assert stretch_lines(older, 6) == ["epochs 1-4: not recorded (a checkpoint of an older mnistlab)",
+                                   "epochs 5-6: as the engine line says"]
+    assert stretch_lines([{"from_epoch": 2, **one}], 2) == ["epoch 1: not recorded (a checkpoint of an older mnistlab)",
+                                                            "epoch 2: as the engine line says"]
 
 
 def test_a_run_resumed_the_same_way_records_one_way(tmp_path, monkeypatch, mnist):

@@ -32,18 +32,21 @@ def hardware(env: dict[str, Any]) -> str:
     return f"{env.get('device', '?')}{name}{threads}{where}{low}"
 
 
-def stretches(trained_with: list[dict[str, Any]], epochs: int) -> list[str]:
+def stretch_lines(trained_with: list[dict[str, Any]], epochs: int) -> list[str]:
     """``epochs 1-7: threads 2`` per stretch of a run trained in more than one way: what changed only."""
     keys = [k for k in dict.fromkeys(k for s in trained_with for k in s) if k != "from_epoch"
             and len({repr(s.get(k)) for s in trained_with}) > 1]
     lines = []
     if trained_with and trained_with[0]["from_epoch"] > 1:
-        lines.append(f"epochs 1-{trained_with[0]['from_epoch'] - 1}: not recorded (a checkpoint of an older mnistlab)")
+        lines.append(f"{_epochs(1, trained_with[0]['from_epoch'] - 1)}: not recorded (a checkpoint of an older mnistlab)")
     for s, after in zip(trained_with, [*trained_with[1:], None]):
-        last = after["from_epoch"] - 1 if after else epochs
-        span = f"epoch {s['from_epoch']}" if last == s["from_epoch"] else f"epochs {s['from_epoch']}-{last}"
-        lines.append(f"{span}: " + (", ".join(f"{k} {s.get(k)}" for k in keys) if keys else "as recorded below"))
+        span = _epochs(s["from_epoch"], after["from_epoch"] - 1 if after else epochs)
+        lines.append(f"{span}: " + (", ".join(f"{k} {s.get(k)}" for k in keys) if keys else "as the engine line says"))
     return lines
+
+
+def _epochs(first: int, last: int) -> str:
+    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
 
 
 ENGINE_KEYS = ("device", "precision", "threads", "dense_gemm", "graph_free_mlp_step", "channels_last", "numerics")
@@ -62,5 +65,5 @@ def environment_lines(env: dict[str, Any], epochs: int) -> list[str]:
         ("executor", f"{env['executor']}{where}" if env.get("executor") else "")) if text]
     if env.get("trained_with"):
         lines.append("trained in stretches (resumed with other settings; numbers may differ in the last bits):")
-        lines += [f"  {line}" for line in stretches(env["trained_with"], epochs)]
+        lines += [f"  {line}" for line in stretch_lines(env["trained_with"], epochs)]
     return lines
