@@ -216,3 +216,19 @@ def test_a_run_resumed_the_same_way_records_one_way(tmp_path, monkeypatch, mnist
     run = Store.for_study(path).runs()[0]
     assert "trained_with" not in run["environment"] and notes.lines == []
     assert EngineOptions().threads is None  # the default both times: torch's own count
+
+
+def test_worker_processes_say_what_the_inline_runner_says(tmp_path, monkeypatch, reference):
+    """Under `run --workers N` the workers trained with a silent reporter: a damaged checkpoint's
+    fallback, said in one line inline, was said nowhere."""
+    import subprocess
+    import sys
+    path = write(tmp_path)
+    interrupted(path, monkeypatch, epoch=2)
+    run_id = Store.for_study(path).runs()[0]["id"]
+    flip(tmp_path / "mnistlab-artifacts" / run_id / "checkpoint-2.safetensors")
+    done = subprocess.run([sys.executable, "-m", "mnistlab.cli", "run", str(path), "--workers", "2", "-q"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "damaged" in done.stderr and "resuming from its epoch-1 checkpoint" in done.stderr, done.stderr
+    same_numbers(finals(path), reference)

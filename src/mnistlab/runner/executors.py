@@ -60,7 +60,8 @@ def _worker(path: str | None, source: str, url: str, artifacts: str, options: Ru
             engine: EngineOptions) -> Outcome:
     study = parse_study(source, path or "<study>", yes=True)  # the parent accepted its run count
     check_study(study)
-    return run_study(study, Store(url, artifacts), None, options, engine)
+    from ..console import make_reporter  # quiet: no progress, but every note (fallbacks, resumes) on stderr
+    return run_study(study, Store(url, artifacts), make_reporter(quiet=True), options, engine)
 
 
 def ray(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
