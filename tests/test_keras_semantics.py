@@ -119,6 +119,20 @@ def test_runs_of_different_numerics_are_never_pooled(write_study, mnist):
     assert "m (numerics 1)" in table
 
 
+def test_runs_of_different_precisions_are_never_pooled(write_study, mnist):
+    """bf16 and fp32 runs share an id (precision is how, not what): a study trained in fp32 and
+    continued with --precision bf16 pooled both kinds of repeat into one mean."""
+    path = write_study(tiny_study(models={"m": MLP, "n": ["Dense(10, activation='softmax')"]}, epochs=1,
+                                  extra="repeats = 2"))
+    mnistlab("run", path, "-q")
+    store = store_of(path)
+    first = next(r for r in store.runs(study="tiny") if r["model"] == "m")
+    store.finish(first["id"], "done", environment=dict(first["environment"], precision="bf16"))
+    rows = comparison(store, "tiny")
+    assert {r.label: r.stats["test_accuracy"].n for r in rows} == {"m (bf16)": 1, "m (fp32)": 1, "n": 2}  # n: one way
+    assert "m (bf16)" in mnistlab("table", path, "--format", "markdown").stdout
+
+
 def test_a_version_1_cnn_loads_with_torch_flatten_order(write_study, mnist):
     cnn = ["Conv2D(4, (3, 3), activation='relu')", "MaxPooling2D((2, 2))", "Flatten()", "Dense(10, activation='softmax')"]
     path = write_study(tiny_study(models={"c": cnn}, epochs=1))

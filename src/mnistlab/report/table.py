@@ -5,7 +5,8 @@ differs between them. The train columns are what Keras reports and the seed note
 the last epoch's ``history`` (training mode, a running mean over the epoch's batches). The
 evaluation pass over the training set after training is ``train_loss_eval`` / ``train_accuracy_eval``
 (JSON, CSV and the report). Runs trained with different engine-numerics versions
-(``mnistlab.numerics``) are never pooled: such a configuration gets one row per version. The test
+(``mnistlab.numerics``) are never pooled: such a configuration gets one row per version; nor are runs
+trained in different precisions (``m (bf16)``, ``m (fp32)``). The test
 columns are always the test set after training; with a validation split (``validation = 0.1``) the
 table adds the last epoch's ``val acc``, measured on the held-out training images. A run a callback
 stopped early shows it in its status: ``done (stopped at 7)``.
@@ -86,16 +87,35 @@ def split_header(rows: list[Row]) -> str | None:
 
 def comparison(store: Store, study: str) -> list[Row]:
     """Group a study's runs by model and grid point (repeats together), in study order; runs of
-    different engine-numerics versions apart, the older labelled with their version."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for run in as_reported(store, store.runs(study=study)):
-        label = f"{run['model']} [{run['point']}]" if run["point"] else run["model"]
-        groups.setdefault((label, version_of(run)), []).append(run)
+    different engine-numerics versions apart, the older labelled with their version, and runs
+    trained in different precisions apart, each labelled with its precision (bf16 and fp32 runs
+    share an id, so a study continued with ``--precision bf16`` would otherwise pool them)."""
+    runs = as_reported(store, store.runs(study=study))
+    trained: dict[str, set[str]] = {}  # label -> the precisions its runs trained in
+    for run in runs:
+        if precision_of(run):
+            trained.setdefault(_label(run), set()).add(precision_of(run))
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        label = _label(run)
+        precision = precision_of(run) or min(trained.get(label, {""}))  # one not trained yet: with the others
+        groups.setdefault((label, version_of(run), precision), []).append(run)
     versions: dict[str, set[int]] = {}
-    for label, version in groups:
+    for label, version, _ in groups:
         versions.setdefault(label, set()).add(version)
-    return [_row(label + (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS else ""),
-                 runs, version) for (label, version), runs in groups.items()]
+    return [_row(label + (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS else "")
+                 + (f" ({precision})" if len(trained.get(label, ())) > 1 else ""), runs, version)
+            for (label, version, precision), runs in groups.items()]
+
+
+def _label(run: dict[str, Any]) -> str:
+    return f"{run['model']} [{run['point']}]" if run["point"] else run["model"]
+
+
+def precision_of(run: dict[str, Any]) -> str:
+    """The precision a run trained in ("fp32", "bf16"), from its environment; "" before it trained."""
+    env = run.get("environment") or {}
+    return env.get("precision", "fp32") if env else ""
 
 
 def as_reported(store: Store, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
