@@ -122,6 +122,42 @@ def test_limits_ask_for_yes():
     assert "10,001 runs to train" in Plan("s", 10_001, 0, 0, [GroupCost(["a"], 10_001, 1, 1, 0.0, "x", 1)]).over_limit()
 
 
+def test_with_workers_the_plan_deals_groups_longest_first_and_adds_their_memory(monkeypatch):
+    """`run -j 2` printed the time of the groups one after another (and one group's memory): for
+    three CNNs on two workers, twice the wall time it would take."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    groups = [GroupCost([name], 1, 1, 1, seconds, "x", mib * 2**20)
+              for name, seconds, mib in (("a", 3.0, 100), ("b", 10.0, 300), ("c", 5.0, 200), ("d", 8.0, 50))]
+    alone, pool = Plan("s", 4, 0, 0, groups), Plan("s", 4, 0, 0, groups, workers=2)
+    assert alone.seconds == 26.0 and alone.peak_bytes == 300 * 2**20
+    assert pool.seconds == 13.0  # 10 + 3 and 8 + 5: the longest first, each to the worker free first
+    assert pool.peak_bytes == 500 * 2**20  # the two largest at once
+    assert Plan("s", 4, 0, 0, groups, workers=8).seconds == 10.0  # more workers than groups: the longest
+    assert "in 2 workers of 2 threads" in pool.line() and "workers" not in alone.line()
+
+
+def test_with_workers_the_plan_times_at_a_workers_threads(write_study, mnist, monkeypatch):
+    """A worker of `run -j N` trains on cores / N threads: the plan calibrates at that many, and
+    reads only stored runs that trained with that many."""
+    from mnistlab.runner import estimate as estimate_module
+    path = write_study(tiny_study(models={"a": MLP}, epochs=1))
+    study = load_study(path)
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr(estimate_module.cost, "calibrate", lambda specs: seen.append(torch.get_num_threads()) or 0.01)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert plan(study, workers=2).groups[0].source == "calibrated" and seen == [2]
+    assert torch.get_num_threads() == before  # restored
+    run(study)  # trained with this process's threads
+    threads = Store.for_study(path).runs(study="tiny")[0]["environment"]["threads"]
+    monkeypatch.setattr(os, "cpu_count", lambda: threads * 2)  # a worker of -j 2 gets the threads it trained with
+    assert plan(study, workers=2).groups == []  # all done: nothing to time
+    longer = load_study(write_study(tiny_study(models={"a": MLP}, epochs=2), name="longer.toml"))
+    assert plan(longer, Store.for_study(path), workers=2).groups[0].source == "store: 1 runs"
+    monkeypatch.setattr(os, "cpu_count", lambda: threads * 2 + 2)  # another thread count: calibrated instead
+    assert plan(longer, Store.for_study(path), workers=2).groups[0].source == "calibrated"
+
+
 def test_cli_plan_and_run_print_the_estimate_and_refuse_a_huge_study(write_study, mnist):
     path = write_study(tiny_study(models={"a": MLP}, epochs=1))
     shown = subprocess.run([*CLI, "plan", path], capture_output=True, text=True, timeout=600)

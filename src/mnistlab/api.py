@@ -168,16 +168,17 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
 
 def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
-         retry_failed: bool = False, calibrate: bool = True):
-    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`);
-    ``calibrate=False`` times nothing (shapes the store has not measured get 0 seconds).
+         retry_failed: bool = False, calibrate: bool = True, workers: int = 1):
+    """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`), in
+    ``workers`` local processes; ``calibrate=False`` times nothing (shapes the store has not measured get 0 seconds).
 
     >>> plan("studies/quick.toml").line()
     """
     from .runner.estimate import estimate
     if not isinstance(study, Study):
         study = load_study(study)
-    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate)
+    return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate,
+                    workers=workers)
 
 
 def _open_store(study: Study, store: Store | str | None) -> Store:

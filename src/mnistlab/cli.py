@@ -117,7 +117,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
     engine.check_available()
     db = _store(store, study, read_only=False)
-    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed)
+    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed, workers=workers if executor == "processes" else 1)
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
@@ -288,7 +288,8 @@ def compare(study: str = typer.Argument(..., help="Study file or a study name in
 @app.command()
 def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
          group: bool = typer.Option(True, "--group/--no-group", help="Plan same-shape runs as groups (as `run`)."),
-         retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train.")):
+         retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train."),
+         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (as `run -j N`).")):
     """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
     from .api import load_study, plan as plan_api
     from .errors import NoStore
@@ -297,7 +298,7 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
     except NoStore:  # never run yet: nothing done, nothing measured
         from .store import Store
         db = Store("sqlite:///:memory:")
-    estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed)
+    estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed, workers=workers)
     rows = [[", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else ""), str(g.runs),
              f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}", duration(g.seconds_per_run), g.source,
              f"{g.peak_bytes / 2**20:,.0f}"] for g in estimate.groups]

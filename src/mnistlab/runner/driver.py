@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,6 +51,13 @@ class Silent:
     def epoch(self, spec: RunSpec, row: dict[str, float]) -> None: ...
     def run_finished(self, spec: RunSpec, status: str, detail: str) -> None: ...
     def note(self, text: str) -> None: ...
+
+
+class NotesOnly(Silent):
+    """A worker process's reporter: no progress, every note on stderr as plain text (never markup)."""
+
+    def note(self, text: str) -> None:
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 @dataclass

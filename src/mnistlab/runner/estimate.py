@@ -11,14 +11,23 @@ else from timing a few training steps of the group on random data
 (:func:`mnistlab.engine.cost.calibrate`). Timing on a busy machine can read many times slower than
 the same machine alone (docs/PERFORMANCE.md, "Sharing the machine"), so the plan says when the load
 average was high while it timed.
+
+With ``workers`` (``run -j N``), each group is timed at the threads a worker gets (cores / N; a
+store's runs count only if they trained at that many), the groups are dealt longest first to the
+worker free first, as the pool takes them, and the plan's time is when the last worker ends; its
+memory is the largest N groups' together.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import statistics
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
+
+import torch
 
 from ..engine import cost
 from ..spec import RunSpec, Study, expand
@@ -53,6 +62,7 @@ class Plan:
     left_alone: int  # failed or diverged: trained again only with --retry-failed
     groups: list[GroupCost] = field(default_factory=list)
     busy: tuple[float, int] | None = None  # (load average, cores) when a group was timed on a busy machine
+    workers: int = 1  # local worker processes (run -j N), each with threads = cores // workers
 
     @property
     def to_train(self) -> int:
@@ -60,11 +70,17 @@ class Plan:
 
     @property
     def seconds(self) -> float:
-        return sum(g.seconds_per_run * g.runs for g in self.groups)
+        """Wall time: the groups one after another, or with workers, when the last worker ends."""
+        jobs = sorted((g.seconds_per_run * g.runs for g in self.groups), reverse=True)
+        ends = [0.0] * min(self.workers, len(jobs))
+        for job in jobs:  # the longest first, to the worker that is free first (the pool's claim order)
+            heapq.heapreplace(ends, ends[0] + job)
+        return max(ends, default=0.0)
 
     @property
     def peak_bytes(self) -> int:
-        return max((g.peak_bytes for g in self.groups), default=0)  # groups train one after another
+        """Groups train one after another: the largest; with workers, the largest N at once."""
+        return sum(sorted((g.peak_bytes for g in self.groups), reverse=True)[:self.workers])
 
     def over_limit(self) -> str | None:
         """Why ``mnistlab run`` should ask for --yes first, or None."""
@@ -86,14 +102,36 @@ class Plan:
             load, cores = self.busy
             busy = (f" (timed while the machine was busy, load {load:.1f} on {cores} core{'s' * (cores != 1)}: "
                     f"alone it may train several times faster)")
+        threads = worker_threads(self.workers)
+        pool = (f" in {self.workers} workers of {threads} thread{'s' * (threads != 1)}" if self.workers > 1 else "")
         return (f"{head} in {groups} group{'s' * (groups != 1)}; about {duration(self.seconds)} on this "
-                f"machine{busy}, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
+                f"machine{pool}{busy}, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads of each of ``workers`` local worker processes (as executors.processes gives them)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@contextmanager
+def threads_for(workers: int) -> Iterator[int | None]:
+    """Time in this process as one of ``workers`` would train: its thread count for the while; None
+    (this process's own) with one worker."""
+    if workers <= 1:
+        yield None
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(worker_threads(workers))
+    try:
+        yield worker_threads(workers)
+    finally:
+        torch.set_num_threads(before)
 
 
 def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool = False,
-             calibrate: bool = True) -> Plan:
-    """The cost of ``mnistlab run`` on ``study`` now; ``calibrate=False`` leaves shapes the store has
-    not measured at 0 seconds (for tests and dry listings)."""
+             calibrate: bool = True, workers: int = 1) -> Plan:
+    """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes);
+    ``calibrate=False`` leaves shapes the store has not measured at 0 seconds (for tests and dry listings)."""
     specs = expand(study)
     status = {}
     for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
@@ -101,12 +139,13 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     again = ("failed", "diverged") if retry_failed else ()
     todo = [s for s in specs if status.get(s.id, "pending") in ("pending", "running", *again)]
     done = sum(status.get(s.id) == "done" for s in specs)
-    measured = _measured(store, todo)
     known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
-    groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
+    with threads_for(workers) as threads:
+        measured = _measured(store, todo, threads)
+        groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
     timed = any(g.source == "calibrated" for g in groups)
     return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups,
-                busy=machine_busy() if timed else None)
+                busy=machine_busy() if timed else None, workers=workers)
 
 
 def machine_busy() -> tuple[float, int] | None:
@@ -127,9 +166,9 @@ def shape_key(spec: RunSpec | dict[str, Any]) -> tuple:
             get("validation"))
 
 
-def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
+def _measured(store: Store, todo: list[RunSpec], threads: int | None = None) -> dict[tuple, list[float]]:
     """Seconds per epoch of the store's done runs (each run's median epoch), by shape, for the
-    shapes still to train."""
+    shapes still to train; with ``threads``, only runs that trained with that many."""
     wanted = {shape_key(s) for s in todo}
     found: dict[tuple, list[float]] = {}
     if not wanted:
@@ -137,7 +176,8 @@ def _measured(store: Store, todo: list[RunSpec]) -> dict[tuple, list[float]]:
     same: dict[tuple, list[dict]] = {}
     for run in store.runs(current=False):
         key = shape_key(run["spec"])
-        if key in wanted and run["status"] == "done" and run["seconds"] and run["epochs_done"]:
+        if key in wanted and run["status"] == "done" and run["seconds"] and run["epochs_done"] and (
+                threads is None or (run["environment"] or {}).get("threads") == threads):
             same.setdefault(key, []).append(run)
     sample = [run for runs in same.values() for run in runs[-SAMPLE:]]  # a median needs no more
     histories: dict[str, list[dict[str, float]]] = {}

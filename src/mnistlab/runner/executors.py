@@ -21,7 +21,8 @@ from ..errors import StudyError
 from ..processes import die_with_parent
 from ..spec import Study, parse_study
 from ..store import Store
-from .driver import Outcome, Reporter, run_study, warn_same_name
+from .driver import NotesOnly, Outcome, Reporter, run_study, warn_same_name
+from .estimate import worker_threads
 from .options import RunOptions
 from .ray_executor import run_on_ray
 
@@ -42,7 +43,7 @@ def processes(study: Study, store: Store, reporter: Reporter | None, options: Ru
     workers = options.workers
     if reporter is not None:  # before any worker registers the study under this file
         warn_same_name(study, store, reporter)
-    engine = replace(engine, threads=engine.threads or max(1, (os.cpu_count() or 1) // workers))
+    engine = replace(engine, threads=engine.threads or worker_threads(workers))
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     args = [(study.path, study.source, store.url, str(store.artifacts_dir), options, engine)] * workers
     with context.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
@@ -60,8 +61,7 @@ def _worker(path: str | None, source: str, url: str, artifacts: str, options: Ru
             engine: EngineOptions) -> Outcome:
     study = parse_study(source, path or "<study>", yes=True)  # the parent accepted its run count
     check_study(study)
-    from ..console import make_reporter  # quiet: no progress, but every note (fallbacks, resumes) on stderr
-    return run_study(study, Store(url, artifacts), make_reporter(quiet=True), options, engine)
+    return run_study(study, Store(url, artifacts), NotesOnly(), options, engine)  # fallbacks, resumes: said
 
 
 def ray(study: Study, store: Store, reporter: Reporter | None, options: RunOptions,
