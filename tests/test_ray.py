@@ -205,3 +205,23 @@ def test_device_cuda_without_a_gpu_is_refused_before_the_plan(write_study, capsy
     path = write_study(tiny_study(epochs=1))
     code, _, err = invoke(capsys, "run", path, "--device", "cuda")
     assert code == 2 and "cuda" in err.lower() and "plan:" not in err and "Traceback" not in err
+
+
+@needs_ray
+def test_a_run_started_here_and_resumed_on_the_cluster_says_and_records_both_ways(cluster, write_study, mnist,
+                                                                                   monkeypatch):
+    """Started inline on two threads, stopped, continued on Ray's one-CPU tasks: the driver learns of
+    the new stretch from the first epoch the worker sends, says so, and the run records both."""
+    from hostile import interrupt_at
+    path = write_study(tiny_study(models={"m": MLP}, epochs=3, train_size=3000))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run(load_study(path), engine=EngineOptions(threads=2))
+    killer = Killer("none")  # kills nothing: keeps the notes
+    outcome = on_ray(path, killer)
+    (done,) = Store.for_study(path).runs(study="tiny")
+    assert outcome.resumed == [done["id"]]
+    assert [(s["from_epoch"], s["threads"]) for s in done["environment"]["trained_with"]] == [(1, 2), (2, 1)]
+    assert [n for n in killer.notices if "resumes after epoch 1 with threads 2 -> 1" in n and done["id"] in n], \
+        killer.notices

@@ -267,7 +267,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
 
     reporter.run_started(specs, resume[0].epoch if resume else 0)
     for spec, ck in members if resume else []:
-        if note := engine_change(spec, ck, stretch_record(engine)):
+        if note := engine_change(spec.id, ck.epoch, (ck.trained_with or [None])[-1], stretch_record(engine)):
             reporter.note(note)
     try:
         results = train_members(specs, resume, engine, on_epoch, reporter.batch)
@@ -335,16 +335,15 @@ def stretches(resume: Checkpoint | None, used: dict[str, Any]) -> list[dict[str,
     return before + [{"from_epoch": (resume.epoch if resume is not None else 0) + 1, **used}]
 
 
-def engine_change(spec: RunSpec, resume: Checkpoint, used: dict[str, Any]) -> str | None:
-    """One line when a run resumes with settings other than its last stretch's, else None."""
-    if not resume.trained_with:
-        return None
-    last = resume.trained_with[-1]
-    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if last.get(k) != v]
+def engine_change(run_id: str, after: int, last: dict[str, Any] | None, used: dict[str, Any]) -> str | None:
+    """One line when a run resumes after epoch ``after`` with settings ``used`` other than its last
+    stretch's (``last``; None: not recorded), else None."""
+    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if k != "from_epoch" and last.get(k) != v] \
+        if last else []
     if not changed:
         return None
-    return (f"run {spec.id}: resumes after epoch {resume.epoch} with {', '.join(changed)}; both are recorded "
-            f"with the run (`mnistlab show {spec.id[:8]}`), whose numbers may differ in the last bits from "
+    return (f"run {run_id}: resumes after epoch {after} with {', '.join(changed)}; both are recorded "
+            f"with the run (`mnistlab show {run_id[:8]}`), whose numbers may differ in the last bits from "
             "one trained one way throughout")
 
 

@@ -23,6 +23,7 @@ locally, from the store's claims and checkpoints, retraining nothing finished.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import socket
@@ -37,8 +38,8 @@ from ..engine.options import EngineOptions
 from ..errors import OptionsError
 from ..spec import RunSpec, Study
 from ..store import Store
-from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, environment, failure_message, plan,
-                     record_failure, register, resume_point, save_result, train_members, warn_same_name)
+from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, failure_message,
+                     plan, record_failure, register, resume_point, save_result, train_members, warn_same_name)
 from .options import RunOptions
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,10 @@ class _Driver:
             return
         commit_epoch(self.store, run_id, row, arrays, metadata)
         task.committed[run_id] = int(row["epoch"])
+        stretches = json.loads(metadata.get("trained_with", "[]"))  # the worker's: a new one begins here?
+        if len(stretches) > 1 and stretches[-1]["from_epoch"] == row["epoch"]:
+            if note := engine_change(run_id, int(row["epoch"]) - 1, stretches[-2], stretches[-1]):
+                self.reporter.note(note)
         self.reporter.epoch(next(s for s in task.specs if s.id == run_id), row)
 
     def finished(self, ref) -> None:
