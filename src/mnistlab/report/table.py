@@ -93,8 +93,8 @@ def comparison(store: Store, study: str) -> list[Row]:
     runs = as_reported(store, store.runs(study=study))
     trained: dict[str, set[str]] = {}  # label -> the precisions its runs trained in
     for run in runs:
-        if precision_of(run):
-            trained.setdefault(_label(run), set()).add(precision_of(run))
+        if precision := precision_of(run):
+            trained.setdefault(_label(run), set()).add(precision)
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for run in runs:
         label = _label(run)

@@ -338,8 +338,9 @@ def stretches(resume: Checkpoint | None, used: dict[str, Any]) -> list[dict[str,
 def engine_change(run_id: str, after: int, last: dict[str, Any] | None, used: dict[str, Any]) -> str | None:
     """One line when a run resumes after epoch ``after`` with settings ``used`` other than its last
     stretch's (``last``; None: not recorded), else None."""
-    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if k != "from_epoch" and last.get(k) != v] \
-        if last else []
+    if not last:
+        return None
+    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if k != "from_epoch" and last.get(k) != v]
     if not changed:
         return None
     return (f"run {run_id}: resumes after epoch {after} with {', '.join(changed)}; both are recorded "
