@@ -151,3 +151,15 @@ def test_several_workers_take_the_longest_runs_first():
     assert [g[0].layers for g in longest] == [cnn.layers, wide.layers, DROP, REG, REG, REG]
     assert [g[0].seed for g in longest[3:]] == [0, 1, 2]  # equal work: study order
     assert sorted(s.seed for s in longest[2]) == [0, 1, 2]
+
+
+def test_several_workers_order_resumed_runs_by_the_work_they_have_left():
+    """A big CNN interrupted near its end was still dealt first, by its whole multiply-adds, while a
+    run with more work left waited for it: the order counts only the epochs left to train."""
+    from mnistlab.engine import cost
+    cnn = run_spec(["Conv2D(32, 3, activation='relu')", "Flatten()", "Dense(10, activation='softmax')"], epochs=10)
+    wide = run_spec(["Dense(300, activation='relu')", "Dense(10, activation='softmax')"], "rmsprop()", epochs=10)
+    assert 0.1 * cost.macs_per_run(cnn) < cost.macs_per_run(wide) < cost.macs_per_run(cnn)  # what the test relies on
+    assert [g[0] for g in plan([wide, cnn], longest_first=True)] == [cnn, wide]
+    assert [g[0] for g in plan([wide, cnn], longest_first=True, done={cnn.id: 9})] == [wide, cnn]  # 1 epoch left
+    assert [g[0] for g in plan([wide, cnn], longest_first=True, done={wide.id: 5})] == [cnn, wide]

@@ -94,6 +94,23 @@ def test_a_paused_epoch_does_not_stretch_the_estimate(write_study, mnist):
     assert plan(longer, store).groups[0].seconds_per_run == pytest.approx(10.0)  # not 210
 
 
+def test_an_interrupted_run_is_estimated_by_the_epochs_it_has_left(write_study, mnist):
+    """`plan` (and `run`'s first line) counted a run resumed at epoch 3 of 4 as four epochs to train."""
+    path = write_study(tiny_study(models={"a": MLP}, epochs=4, extra="repeats = 2"))
+    study = load_study(path)
+    run(study)
+    store = Store.for_study(path)
+    first, second = store.runs(study="tiny")
+    with sqlite3.connect(store.database) as conn:  # as a process killed after epoch 3 leaves its run
+        conn.execute("UPDATE runs SET status = 'running', epochs_done = 3, owner = NULL WHERE id = ?", (second["id"],))
+    per_epoch = statistics.median(e["seconds"] for e in store.history(first["id"]))
+    (group,) = plan(study, store).groups
+    assert (group.runs, group.resumes_after, group.source) == (1, 3, "store: 1 runs")
+    assert group.seconds_per_run == pytest.approx(per_epoch)  # one epoch left, not four
+    shown = subprocess.run([*CLI, "plan", str(path)], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert shown.returncode == 0 and "a (resumes after epoch 3)" in shown.stdout
+
+
 def test_the_plan_says_when_it_timed_on_a_busy_machine(monkeypatch):
     study = parse_study(tiny_study(models={"a": MLP}))
     monkeypatch.setattr(os, "cpu_count", lambda: 2)

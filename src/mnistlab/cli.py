@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .console import err, fitted_table, make_reporter as _reporter, out
 from .errors import MnistlabError, UsageError
-from .wording import duration, environment_lines
+from .wording import duration, environment_lines, group_label
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural-network ablation studies on MNIST: study files in, tables and reports out.")
@@ -299,9 +299,8 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
         from .store import Store
         db = Store("sqlite:///:memory:")
     estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed, workers=workers)
-    rows = [[", ".join(g.labels[:3]) + (f" +{len(g.labels) - 3} more" if len(g.labels) > 3 else ""), str(g.runs),
-             f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}", duration(g.seconds_per_run), g.source,
-             f"{g.peak_bytes / 2**20:,.0f}"] for g in estimate.groups]
+    rows = [[group_label(g.labels, g.resumes_after), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
+             duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}"] for g in estimate.groups]
     table = fitted_table(["group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB"], rows,
                          out.width, title=f"plan of {escape(estimate.study)}")  # labels fold, nothing is cut
     for row in rows:

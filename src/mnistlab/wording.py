@@ -14,6 +14,12 @@ def duration(seconds: float, decimals: int = 0) -> str:
     return f"{hours:,} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
+def group_label(labels: list[str], resumes_after: int = 0) -> str:
+    """A planned group's configurations (the first three, then how many more), and where it resumes."""
+    text = ", ".join(labels[:3]) + (f" +{len(labels) - 3} more" if len(labels) > 3 else "")
+    return text + (f" (resumes after epoch {resumes_after})" if resumes_after else "")
+
+
 def software(env: dict[str, Any]) -> str:
     """``mnistlab 0.9 · torch 2.13.0+cpu · Python 3.12.3`` from a run's environment record."""
     return " · ".join(f"{name} {env[key]}" for key, name in (("mnistlab", "mnistlab"), ("torch", "torch"),

@@ -15,7 +15,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
@@ -115,12 +115,13 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
         torch.set_num_threads(engine.threads)
     warn_same_name(study, store, reporter)
     specs = register(study, store)
-    status = {r["id"]: r["status"] for r in store.runs(study=study.name)}
+    rows = store.runs(study=study.name)
+    status = {r["id"]: r["status"] for r in rows}
     startable = {"pending", "running"} | ({"failed", "diverged", "damaged"} if options.retry_failed else set())
     preload([s for s in specs if status.get(s.id) in startable], engine)
     reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
     outcome = Outcome()
-    for planned in plan(specs, options.group, longest_first=options.workers > 1):
+    for planned in plan(specs, options.group, longest_first=options.workers > 1, done=epochs_done(rows)):
         for members in claim(store, planned, options, outcome, reporter):  # just before training
             resumed = members[0][1] is not None
             for spec, final in _train(members, store, reporter, engine):
@@ -151,6 +152,12 @@ def claim(store: Store, planned: list[RunSpec], options: RunOptions, outcome: Ou
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
+def epochs_done(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Epochs done of the runs among ``rows`` (the store's) that resume, left ``running``: what is left
+    of them to plan."""
+    return {r["id"]: r["epochs_done"] or 0 for r in rows if r["status"] == "running"}
+
+
 def preload(specs: list[RunSpec], engine: EngineOptions | None = None) -> None:
     """Load (fetch, verify) every dataset and slice ``specs`` train on, once: DataError stops the study."""
     for spec in specs:
@@ -166,13 +173,15 @@ def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
                       f"both share its rows and table; give one another `name` to keep them apart")
 
 
-def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False) -> list[list[RunSpec]]:
+def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False,
+         done: Mapping[str, int] | None = None) -> list[list[RunSpec]]:
     """Runs in study order, same-shape runs gathered into groups when ``group``: at most ``MAX_GROUP``,
     and no more than fit in ``MEMORY_SHARE`` of the machine's memory together (:func:`group_limit`).
 
     ``longest_first`` (several workers or Ray tasks take from this plan) orders the groups by their
-    multiply-adds, most first, ties in study order: a long run that starts last would train alone
-    while the other workers sit idle (longest-processing-time-first scheduling)."""
+    multiply-adds left to compute, most first, ties in study order: a long run that starts last would
+    train alone while the other workers sit idle (longest-processing-time-first scheduling). ``done``
+    (run id -> epochs done) gives the runs that resume: a run resumed at epoch 7 of 12 has 5 left."""
     order = _grouped(specs) if group else [[s] for s in specs]
     if longest_first:
         macs: dict[tuple, int] = {}  # a sweep's runs share a few architectures: count each once
@@ -182,7 +191,8 @@ def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False) 
                    members[0].test_size, members[0].validation)
             if key not in macs:
                 macs[key] = cost.macs_per_run(members[0])
-            return macs[key] * len(members)
+            left = sum(1 - min((done or {}).get(s.id, 0), s.epochs) / s.epochs for s in members)
+            return macs[key] * left
         order.sort(key=work, reverse=True)  # stable: equal work keeps study order
     return order
 

@@ -33,7 +33,7 @@ from ..engine import cost
 from ..spec import RunSpec, Study, expand
 from ..store import Store
 from ..wording import duration
-from .driver import plan as group_plan
+from .driver import epochs_done, plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
 SECONDS_LIMIT = 24 * 3600
@@ -52,6 +52,7 @@ class GroupCost:
     seconds_per_run: float
     source: str  # "store: n runs" (measured seconds), "calibrated" (timed steps) or "—" (not estimated)
     peak_bytes: int
+    resumes_after: int = 0  # epochs its runs have done already (an interrupted run resumes from there)
 
 
 @dataclass
@@ -133,19 +134,38 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes);
     ``calibrate=False`` leaves shapes the store has not measured at 0 seconds (for tests and dry listings)."""
     specs = expand(study)
-    status = {}
+    status, resumes = {}, {}
     for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
-        status |= {r["id"]: r["status"] for r in store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)}
+        rows = store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)
+        status |= {r["id"]: r["status"] for r in rows}
+        resumes |= epochs_done(rows)
     again = ("failed", "diverged") if retry_failed else ()
     todo = [s for s in specs if status.get(s.id, "pending") in ("pending", "running", *again)]
     done = sum(status.get(s.id) == "done" for s in specs)
     known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
     with threads_for(workers) as threads:
         measured = _measured(store, todo, threads)
-        groups = [_group_cost(members, measured, known, calibrate) for members in group_plan(todo, group)]
+        groups = [_resumed(_group_cost(part, measured, known, calibrate), part[0].epochs, done)
+                  for members in group_plan(todo, group) for done, part in _by_epochs_done(members, resumes)]
     timed = any(g.source == "calibrated" for g in groups)
     return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups,
                 busy=machine_busy() if timed else None, workers=workers)
+
+
+def _by_epochs_done(members: list[RunSpec], resumes: dict[str, int]) -> list[tuple[int, list[RunSpec]]]:
+    """A group's runs split by the epoch they resume from, as the runner claims them (members train
+    together only from the same epoch)."""
+    parts: dict[int, list[RunSpec]] = {}
+    for spec in members:
+        parts.setdefault(min(resumes.get(spec.id, 0), spec.epochs), []).append(spec)
+    return sorted(parts.items())
+
+
+def _resumed(group: GroupCost, epochs: int, done: int) -> GroupCost:
+    """``group``'s cost when its runs resume after ``done`` of their ``epochs``: the epochs left."""
+    if not done:
+        return group
+    return replace(group, seconds_per_run=group.seconds_per_run * (epochs - done) / epochs, resumes_after=done)
 
 
 def machine_busy() -> tuple[float, int] | None:

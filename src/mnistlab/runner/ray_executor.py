@@ -38,8 +38,9 @@ from ..engine.options import EngineOptions
 from ..errors import OptionsError
 from ..spec import RunSpec, Study
 from ..store import Store
-from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, failure_message,
-                     plan, record_failure, register, resume_point, save_result, train_members, warn_same_name)
+from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, epochs_done,
+                     failure_message, plan, record_failure, register, resume_point, save_result, train_members,
+                     warn_same_name)
 from .options import RunOptions
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,11 @@ class _Driver:
     def run(self) -> Outcome:
         warn_same_name(self.study, self.store, self.reporter)
         specs = register(self.study, self.store)
-        status = {r["id"]: r["status"] for r in self.store.runs(study=self.study.name)}
+        rows = self.store.runs(study=self.study.name)
+        status = {r["id"]: r["status"] for r in rows}
         self.reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
         try:
-            for planned in plan(specs, self.options.group, longest_first=True):  # tasks start in this order
+            for planned in plan(specs, self.options.group, longest_first=True, done=epochs_done(rows)):  # tasks start in this order
                 for members in claim(self.store, planned, self.options, self.outcome, self.reporter):
                     self.submit([s for s, _ in members], [ck for _, ck in members], tries=0,
                                 resumed=members[0][1] is not None)
