@@ -145,6 +145,27 @@ def test_factor_effects_of_a_sweep(tmp_path):
     assert len(factors.means) == 4 and {m["n"] for m in factors.means} == {3}
 
 
+def test_factor_effects_never_pool_precisions(tmp_path):
+    """A sweep continued with --precision bf16 (more repeats) pooled both kinds of runs into one
+    analysis of variance, though the table keeps them apart: here bf16 reverses the effect of units,
+    and pooled, units read as no effect at all."""
+    store = Store(f"sqlite:///{tmp_path}/c.db")
+    runs = [(spec("sweep", r, {"units": u}), u, "fp32" if r < 3 else "bf16") for u in (10, 300) for r in range(6)]
+    store.register({"name": "s"}, [s for s, _, _ in runs])
+    for s, units, precision in runs:
+        high = (units == 300) == (precision == "fp32")
+        finish(store, s, (0.95 if high else 0.85) + (0.004, -0.003, 0.001)[s["repeat"] % 3])
+        store.finish(s["id"], "done", environment={"precision": precision})
+    by_model = {f.model: f for f in compare(store, "s").factors}
+    assert sorted(by_model) == ["sweep (bf16)", "sweep (fp32)"]
+    for factors in by_model.values():
+        (units,) = [t for t in factors.terms if t.name == "units"]
+        assert factors.n == 6 and units.p < 1e-4
+    high, low = [0.954, 0.947, 0.951], [0.854, 0.847, 0.851]  # the same runs, precision left out
+    pooled = stats.anova(high * 2 + low * 2, {"units": [10] * 3 + [300] * 3 + [10] * 3 + [300] * 3})[0]
+    assert pooled.name == "units" and pooled.p > 0.5  # what one analysis over both precisions said
+
+
 def test_report_section_forest_plot_verdicts_and_escaping(tmp_path):
     xss = "<script>alert(1)</script>"
     store = study(tmp_path, {"base": BASE[:3], xss: [0.90, 0.91, 0.90]}, sweeps=GRID)

@@ -231,10 +231,12 @@ def _verdict(c: Comparison, higher_is_better: bool, alpha: float) -> tuple[str, 
 
 
 def factor_effects(rows: list[Row], runs: dict[str, dict[str, Any]], metric: str) -> list[Factors]:
-    """An analysis of variance per model whose sweep has a factor with two or more levels."""
+    """An analysis of variance per model whose sweep has a factor with two or more levels; a model
+    whose runs trained in different precisions or engine-numerics versions gets one per variant
+    (``sweep (bf16)``), as its table rows: pooled, that difference would read as noise."""
     out = []
-    for model in dict.fromkeys(r.model for r in rows):
-        mine = [r for r in rows if r.model == model and r.sweep]
+    for model, variant in dict.fromkeys((r.model, r.variant) for r in rows):
+        mine = [r for r in rows if r.model == model and r.variant == variant and r.sweep]
         keys = sorted({k for r in mine for k in r.sweep})
         if len(mine) < 2 or not keys:
             continue
@@ -248,7 +250,7 @@ def factor_effects(rows: list[Row], runs: dict[str, dict[str, Any]], metric: str
         terms = stats.anova(values, levels)
         if terms:
             means = [{**row.sweep, **row.stats[metric].to_json()} for row in mine]
-            out.append(Factors(model, [k for k in keys if len({repr(v) for v in levels[k]}) > 1], len(values),
+            out.append(Factors(model + variant, [k for k in keys if len({repr(v) for v in levels[k]}) > 1], len(values),
                                terms, means))
     return out
 

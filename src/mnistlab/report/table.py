@@ -51,6 +51,7 @@ class Row:
     numerics: int = NUMERICS  # the engine-numerics version its runs were trained with
     validation: Any = "test"  # "test", "none" or the held-out fraction of the training images
     stopped: list[int] = field(default_factory=list)  # epochs at which callbacks stopped done runs
+    variant: str = ""  # " (bf16)", " (numerics 1)": how its runs trained, where the model's runs differ
 
     @property
     def status(self) -> str:
@@ -103,8 +104,8 @@ def comparison(store: Store, study: str) -> list[Row]:
     versions: dict[str, set[int]] = {}
     for label, version, _ in groups:
         versions.setdefault(label, set()).add(version)
-    return [_row(label + (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS else "")
-                 + (f" ({precision})" if len(trained.get(label, ())) > 1 else ""), runs, version)
+    return [_row(label, runs, version, (f" (numerics {version})" if len(versions[label]) > 1 and version != NUMERICS
+                                        else "") + (f" ({precision})" if len(trained.get(label, ())) > 1 else ""))
             for (label, version, precision), runs in groups.items()]
 
 
@@ -138,14 +139,14 @@ def version_of(run: dict[str, Any]) -> int:
     return numerics.of(run["environment"]) if run.get("environment") else NUMERICS
 
 
-def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS) -> Row:
+def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS, variant: str = "") -> Row:
     first = runs[0]
     spec = first["spec"]
     done = [r for r in runs if r["status"] == "done"]
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    return Row(label=label, model=first["model"], point=first["point"] or "", sweep=spec.get("sweep", {}),
+    return Row(label=label + variant, variant=variant, model=first["model"], point=first["point"] or "", sweep=spec.get("sweep", {}),
                params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
                epochs=spec["epochs"], batch_size=spec["batch_size"],
                stats={m: summarize(r[m] for r in done) for m in METRICS + VALIDATION},
