@@ -5,7 +5,7 @@ import pytest
 from mnistlab.data import load_tensors
 from mnistlab.engine.group import fit_group, group_key
 from mnistlab.engine.options import EngineOptions
-from mnistlab.runner.driver import plan
+from mnistlab.runner.planning import plan
 from mnistlab.spec import RunSpec
 from mnistlab.engine.fit import Callbacks, fit
 
@@ -120,15 +120,15 @@ def test_groups_shrink_to_fit_the_machines_memory(monkeypatch):
     activations, so a model that fits alone could exhaust memory 32 times over. Before, groups
     were always 32."""
     from mnistlab.engine import cost, memory
-    from mnistlab.runner import driver
+    from mnistlab.runner import planning
     specs = [run_spec(REG, seed=i) for i in range(40)]
     one, two = cost.peak_bytes(specs[:1]), cost.peak_bytes(specs[:2])
     per = two - one
     monkeypatch.setattr(memory, "memory_bytes", lambda: 10**15)
     assert [len(g) for g in plan(specs)] == [32, 8]
-    monkeypatch.setattr(memory, "memory_bytes", lambda: int((one + 4.5 * per) / driver.MEMORY_SHARE))
+    monkeypatch.setattr(memory, "memory_bytes", lambda: int((one + 4.5 * per) / planning.MEMORY_SHARE))
     assert [len(g) for g in plan(specs)] == [5] * 8  # the first member and 4.5 more: 5 fit
-    assert cost.peak_bytes(plan(specs)[0]) <= driver.MEMORY_SHARE * memory.memory_bytes()
+    assert cost.peak_bytes(plan(specs)[0]) <= planning.MEMORY_SHARE * memory.memory_bytes()
     monkeypatch.setattr(memory, "memory_bytes", lambda: one // 2)  # not even one: lone runs (the check refuses them)
     assert [len(g) for g in plan(specs)] == [1] * 40
     monkeypatch.setattr(memory, "memory_bytes", lambda: None)  # unknown: as before

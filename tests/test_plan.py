@@ -20,7 +20,7 @@ from conftest import MLP, tiny_study
 from mnistlab.api import load_study, plan, run
 from mnistlab.engine import cost, onednn
 from mnistlab.engine.layers import build_model, input_shape
-from mnistlab.runner.driver import plan as group_plan
+from mnistlab.runner.planning import plan as group_plan
 from mnistlab.runner.estimate import Plan, GroupCost
 from mnistlab.spec import expand, parse_study
 from mnistlab.store import Store

@@ -225,3 +225,33 @@ def test_a_run_started_here_and_resumed_on_the_cluster_says_and_records_both_way
     assert [(s["from_epoch"], s["threads"]) for s in done["environment"]["trained_with"]] == [(1, 2), (2, 1)]
     assert [n for n in killer.notices if "resumes after epoch 1 with threads 2 -> 1" in n and done["id"] in n], \
         killer.notices
+
+
+class TakeOver(Killer):
+    """Another driver (another host) claims run ``target`` once its epoch ``after_epoch`` is committed."""
+
+    def __init__(self, target: str, after_epoch: int, store: Store):
+        super().__init__(target, after_epoch)
+        self.store, self.taken = store, None
+
+    def epoch(self, spec, row):
+        if spec.model == self.target and row["epoch"] == self.after_epoch and self.taken is None:
+            with self.store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE runs SET owner = 'elsewhere:1' WHERE id = ?", (spec.id,))
+            self.taken = spec.id
+
+
+@needs_ray
+def test_a_run_another_driver_took_over_is_cancelled_here_and_the_others_finish(cluster, write_study, mnist):
+    """The driver went on committing a taken-over run's epochs (and, a TakenOver error unhandled,
+    would have cancelled every task of the study): that run's task is cancelled, the rest finish."""
+    path = write_study(tiny_study(models={"wide": WIDE, "other": DROP}, epochs=4, train_size=12_000))
+    taker = TakeOver("wide", 1, Store.for_study(path))
+    outcome = on_ray(path, taker)
+    store = Store.for_study(path)
+    runs = {r["model"]: r for r in store.runs(study="tiny")}
+    assert outcome.skipped == [taker.taken] == [runs["wide"]["id"]] and not outcome.failed
+    assert (runs["wide"]["status"], runs["wide"]["owner"]) == ("running", "elsewhere:1")
+    assert [h["epoch"] for h in store.history(taker.taken)] == [1]  # nothing after the takeover
+    assert any(f"run {taker.taken}: taken over by elsewhere:1" in n for n in taker.notices), taker.notices
+    assert runs["other"]["status"] == "done"

@@ -3,7 +3,9 @@ damaged checkpoints and weights, a report of a study with a damaged run (docs/RE
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -232,3 +234,83 @@ def test_worker_processes_say_what_the_inline_runner_says(tmp_path, monkeypatch,
     assert done.returncode == 0, done.stderr
     assert "damaged" in done.stderr and "resuming from its epoch-1 checkpoint" in done.stderr, done.stderr
     same_numbers(finals(path), reference)
+
+
+# ---------------------------------------------------------------- claims: heartbeats and takeovers
+def take_over(store: Store, run_id: str, owner: str = "elsewhere:1") -> None:
+    """What `mnistlab run` on another host does to a run whose heartbeat it finds stale: claims it."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET owner = :owner WHERE id = :id"), {"owner": owner, "id": run_id})
+
+
+def test_a_process_beats_for_its_runs_between_epochs(tmp_path, monkeypatch):
+    """Heartbeats came only with committed epochs, so from another host a run whose epoch outlasted
+    STALE_AFTER (a seed CNN on one thread: 15-30 min an epoch) looked dead, and was trained twice."""
+    from mnistlab.store import claims
+    monkeypatch.setattr(claims, "HEARTBEAT_EVERY", 0.05)
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    store.register({"name": "s"}, [{"id": "a", "model": "m", "repeat": 0, "point": "", "sweep": {}, "layers": [],
+                                    "dataset": "mnist", "epochs": 2, "batch_size": 8, "optimizer": "adam()",
+                                    "loss": "x", "validation": "test", "seed": 0, "study": "s"}])
+    assert store.claim("a") == "pending"
+    with store.engine.begin() as conn:  # as if its last beat were an hour ago
+        conn.execute(sa.text("UPDATE runs SET heartbeat = '2000-01-01 00:00:00' WHERE id = 'a'"))
+    deadline = time.monotonic() + 30
+    while store.runs()[0]["heartbeat"].year == 2000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (run,) = store.runs()  # beaten without an epoch: another host reads it as alive
+    assert run["status"] == "running" and (claims.now() - run["heartbeat"]).total_seconds() < claims.STALE_AFTER
+    store.finish("a", "done")  # holds no run now: the thread ends by itself
+    while (store.url, os.getpid()) in claims._beating and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (store.url, os.getpid()) not in claims._beating
+
+
+def test_a_run_taken_over_writes_nothing_more_from_the_process_that_lost_it(tmp_path, monkeypatch, mnist):
+    """A process paused past STALE_AFTER (Ctrl-Z, a suspended laptop, SIGSTOP) and then continued went
+    on writing epochs and finally its result over the run another host had claimed and was training."""
+    path = write(tmp_path, TWO)
+    real = Store.commit_epoch
+    taken = []
+
+    def commit_then_lose(self, run_id, row, *args):
+        real(self, run_id, row, *args)
+        if row["epoch"] == 1 and not taken:  # while this process trains epoch 2, another host claims the run
+            take_over(self, run_id)
+            taken.append(run_id)
+
+    monkeypatch.setattr(Store, "commit_epoch", commit_then_lose)
+    notes = Notes()
+    outcome = train(path, reporter=notes)
+    store = Store.for_study(path)
+    runs = {r["id"]: r for r in store.runs(study="two")}
+    (lost,) = taken
+    assert outcome.skipped == [lost] and not outcome.failed and len(outcome.trained) == 1
+    assert runs[lost]["status"] == "running" and runs[lost]["owner"] == "elsewhere:1"  # the other host's still
+    assert [h["epoch"] for h in store.history(lost)] == [1] and runs[lost]["epochs_done"] == 1
+    assert store.load_arrays(lost, "final") is None and store.load_arrays(lost, "checkpoint") is not None
+    assert any(f"run {lost}: taken over by elsewhere:1" in line for line in notes.lines), notes.lines
+    (other,) = set(runs) - {lost}
+    assert runs[other]["status"] == "done"
+
+
+def test_a_taken_run_refuses_its_epochs_and_result_but_an_unclaimed_one_takes_them(tmp_path):
+    from mnistlab.store import TakenOver
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    spec = {"model": "m", "repeat": 0, "point": "", "sweep": {}, "layers": [], "dataset": "mnist", "epochs": 2,
+            "batch_size": 8, "optimizer": "adam()", "loss": "x", "validation": "test", "seed": 0, "study": "s"}
+    store.register({"name": "s"}, [dict(spec, id="a"), dict(spec, id="b")])
+    row = {"epoch": 1, "loss": 1.0, "accuracy": 0.5, "seconds": 1.0}
+    assert store.claim("a") == "pending"
+    take_over(store, "a")
+    with pytest.raises(TakenOver, match=r"run a: taken over by elsewhere:1, since this process \(.*:\d+\) wrote no "
+                                        r"heartbeat for over 10 min"):
+        store.add_epoch("a", row)
+    with pytest.raises(TakenOver):
+        store.finish("a", "done", metrics={"test_accuracy": 0.9})
+    (a, b) = store.runs()
+    assert (a["status"], a["owner"], a["epochs_done"], a["test_accuracy"], store.history("a")) == (
+        "running", "elsewhere:1", 0, None, [])
+    store.add_epoch("b", row)  # nobody holds it (imports, tests): written as before
+    store.finish("b", "done")
+    assert store.runs()[1]["status"] == "done" and store.history("b")[0]["epoch"] == 1

@@ -15,7 +15,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -23,14 +23,14 @@ from ..version import __version__
 from ..data import TrainData, load_tensors
 from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_to_arrays
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
-from ..engine import cost, memory
-from ..engine.group import MAX_GROUP, fit_group, group_key
+from ..engine.group import fit_group
 from ..engine.options import EngineOptions
 from ..errors import DamagedArtifact, DataError
 from ..processes import priority
 from ..spec import RunSpec, Study, expand
-from ..store import Store
+from ..store import Store, TakenOver
 from .options import RunOptions
+from .planning import epochs_done, plan
 
 
 class Reporter(Protocol):
@@ -127,7 +127,9 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
             for spec, final in _train(members, store, reporter, engine):
                 if final in ("diverged", "failed"):
                     getattr(outcome, final).append(spec.id)
-                if final != "failed":
+                if final == "taken over":
+                    outcome.skipped.append(spec.id)
+                elif final != "failed":
                     (outcome.resumed if resumed else outcome.trained).append(spec.id)
     return outcome
 
@@ -152,12 +154,6 @@ def claim(store: Store, planned: list[RunSpec], options: RunOptions, outcome: Ou
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def epochs_done(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Epochs done of the runs among ``rows`` (the store's) that resume, left ``running``: what is left
-    of them to plan."""
-    return {r["id"]: r["epochs_done"] or 0 for r in rows if r["status"] == "running"}
-
-
 def preload(specs: list[RunSpec], engine: EngineOptions | None = None) -> None:
     """Load (fetch, verify) every dataset and slice ``specs`` train on, once: DataError stops the study."""
     for spec in specs:
@@ -171,65 +167,6 @@ def warn_same_name(study: Study, store: Store, reporter: Reporter) -> None:
     if known and known["path"] and study.path and known["path"] != study.path and known["source"] != study.source:
         reporter.note(f"study {study.name!r} in this store was last run from {known['path']}, a different file: "
                       f"both share its rows and table; give one another `name` to keep them apart")
-
-
-def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False,
-         done: Mapping[str, int] | None = None) -> list[list[RunSpec]]:
-    """Runs in study order, same-shape runs gathered into groups when ``group``: at most ``MAX_GROUP``,
-    and no more than fit in ``MEMORY_SHARE`` of the machine's memory together (:func:`group_limit`).
-
-    ``longest_first`` (several workers or Ray tasks take from this plan) orders the groups by their
-    multiply-adds left to compute, most first, ties in study order: a long run that starts last would
-    train alone while the other workers sit idle (longest-processing-time-first scheduling). ``done``
-    (run id -> epochs done) gives the runs that resume: a run resumed at epoch 7 of 12 has 5 left."""
-    order = _grouped(specs) if group else [[s] for s in specs]
-    if longest_first:
-        macs: dict[tuple, int] = {}  # a sweep's runs share a few architectures: count each once
-
-        def work(members: list[RunSpec]) -> int:
-            key = (members[0].layers, members[0].dataset, members[0].epochs, members[0].train_size,
-                   members[0].test_size, members[0].validation)
-            if key not in macs:
-                macs[key] = cost.macs_per_run(members[0])
-            left = sum(1 - min((done or {}).get(s.id, 0), s.epochs) / s.epochs for s in members)
-            return macs[key] * left
-        order.sort(key=work, reverse=True)  # stable: equal work keeps study order
-    return order
-
-
-def _grouped(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    groups: dict[Any, list[list[RunSpec]]] = {}
-    limits: dict[Any, int] = {}
-    order: list[list[RunSpec]] = []
-    for spec in specs:
-        key = group_key(spec)
-        if key is None:
-            order.append([spec])
-            continue
-        bucket = groups.setdefault(key, [])
-        if key not in limits:
-            limits[key] = group_limit(spec)
-        if not bucket or len(bucket[-1]) >= limits[key]:
-            bucket.append([])
-            order.append(bucket[-1])
-        bucket[-1].append(spec)
-    return order
-
-
-MEMORY_SHARE = 0.75  # of the machine's memory (the GPU's on CUDA) that one group may be estimated to need
-
-
-def group_limit(spec: RunSpec) -> int:
-    """How many runs shaped like ``spec`` train together: ``MAX_GROUP``, fewer where that many would
-    not fit in memory (each member holds its own weights, optimizer state and activations:
-    :func:`mnistlab.engine.cost.peak_bytes`), never fewer than one (a lone run too large is refused
-    by the study check, with its size)."""
-    available = memory.memory_bytes()
-    if available is None:
-        return MAX_GROUP
-    one, two = cost.peak_bytes([spec]), cost.peak_bytes([spec, spec])
-    per_member = max(two - one, 1)
-    return max(1, min(MAX_GROUP, 1 + int((MEMORY_SHARE * available - one) // per_member)))
 
 
 def fresh_start(store: Store, spec: RunSpec) -> None:
@@ -280,19 +217,24 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
         if note := engine_change(spec.id, ck.epoch, (ck.trained_with or [None])[-1], stretch_record(engine)):
             reporter.note(note)
     try:
-        results = train_members(specs, resume, engine, on_epoch, reporter.batch)
-    except (KeyboardInterrupt, DataError):  # a data problem is the study's, not the runs'
-        for spec in specs:
-            store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it
-        raise
-    except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
-        record_failure(store, reporter, specs, failure_message(exc), traceback.format_exc(),
-                       environment(engine.record()))
-        return [(spec, "failed") for spec in specs]
-    for result in results:
-        save_result(store, result)
-        reporter.run_finished(result.spec, result.status,
-                              result.error or f"test accuracy {result.test_accuracy:.4f}")
+        try:
+            results = train_members(specs, resume, engine, on_epoch, reporter.batch)
+        except (KeyboardInterrupt, DataError, TakenOver):  # a data problem is the study's, not the runs'
+            for spec in specs:
+                store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it (not a taken one)
+            raise
+        except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
+            record_failure(store, reporter, specs, failure_message(exc), traceback.format_exc(),
+                           environment(engine.record()))
+            return [(spec, "failed") for spec in specs]
+        for result in results:
+            save_result(store, result)
+            reporter.run_finished(result.spec, result.status,
+                                  result.error or f"test accuracy {result.test_accuracy:.4f}")
+    except TakenOver as exc:  # another process trains it now: this one's work on it ends here
+        reporter.note(str(exc) + (f"; the other runs of its group are released for the next `run`"
+                                  if len(specs) > 1 else ""))
+        return [(spec, "taken over") for spec in specs]
     return [(r.spec, r.status) for r in results]
 
 

@@ -33,7 +33,7 @@ from ..engine import cost
 from ..spec import RunSpec, Study, expand
 from ..store import Store
 from ..wording import duration
-from .driver import epochs_done, plan as group_plan
+from .planning import epochs_done, plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
 SECONDS_LIMIT = 24 * 3600

@@ -37,11 +37,11 @@ from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_t
 from ..engine.options import EngineOptions
 from ..errors import OptionsError
 from ..spec import RunSpec, Study
-from ..store import Store
-from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, epochs_done,
-                     failure_message, plan, record_failure, register, resume_point, save_result, train_members,
-                     warn_same_name)
+from ..store import Store, TakenOver
+from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, failure_message,
+                     record_failure, register, resume_point, save_result, train_members, warn_same_name)
 from .options import RunOptions
+from .planning import epochs_done, plan
 
 log = logging.getLogger(__name__)
 # what a task's result raises when its worker process, its node or its objects are gone: resubmit
@@ -196,7 +196,8 @@ class _Driver:
         status = {r["id"]: r["status"] for r in rows}
         self.reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
         try:
-            for planned in plan(specs, self.options.group, longest_first=True, done=epochs_done(rows)):  # tasks start in this order
+            # tasks start in this order: the most work left first
+            for planned in plan(specs, self.options.group, longest_first=True, done=epochs_done(rows)):
                 for members in claim(self.store, planned, self.options, self.outcome, self.reporter):
                     self.submit([s for s, _ in members], [ck for _, ck in members], tries=0,
                                 resumed=members[0][1] is not None)
@@ -229,7 +230,8 @@ class _Driver:
         if ready:
             self.drain()  # a task's last epochs were queued before it returned: commit them first
         for ref in ready:
-            self.finished(ref)
+            if ref in self.refs:  # not given up while its last epochs were committed
+                self.finished(ref)
 
     def drain(self) -> bool:
         waiting = self.inbox.qsize()
@@ -260,7 +262,10 @@ class _Driver:
         except self.ray.exceptions.RayError as exc:  # its worker died before the driver fetched it
             log.info("epoch %s of run %s lost with its worker: %s", row["epoch"], run_id, type(exc).__name__)
             return
-        commit_epoch(self.store, run_id, row, arrays, metadata)
+        try:
+            commit_epoch(self.store, run_id, row, arrays, metadata)
+        except TakenOver as exc:  # another driver trains it now: stop this task, release its other runs
+            return self.give_up(task, exc)
         task.committed[run_id] = int(row["epoch"])
         stretches = json.loads(metadata.get("trained_with", "[]"))  # the worker's: a new one begins here?
         if len(stretches) > 1 and stretches[-1]["from_epoch"] == row["epoch"]:
@@ -268,8 +273,28 @@ class _Driver:
                 self.reporter.note(note)
         self.reporter.epoch(next(s for s in task.specs if s.id == run_id), row)
 
+    def give_up(self, task: _Task, exc: TakenOver) -> None:
+        """``task`` lost a run to another process (TakenOver): cancel it; its other runs are released."""
+        tag = next(t for t, known in self.tasks.items() if known is task)
+        ref = next(r for r, t in self.refs.items() if t == tag)
+        self.ray.cancel(ref, force=True)
+        del self.tasks[tag], self.refs[ref]
+        self.settle(task, exc)
+
+    def settle(self, task: _Task, exc: TakenOver) -> None:
+        for spec in task.specs:
+            self.store.release(spec.id)  # only this driver's claims: the taken run stays the other's
+        self.reporter.note(str(exc))
+        self.outcome.skipped += [s.id for s in task.specs]
+
     def finished(self, ref) -> None:
         task = self.tasks.pop(self.refs.pop(ref))
+        try:
+            self.conclude(task, ref)
+        except TakenOver as exc:  # between its last epoch and its result
+            self.settle(task, exc)
+
+    def conclude(self, task: _Task, ref) -> None:
         try:
             result = self.ray.get(ref)
         except self.died as exc:

@@ -6,7 +6,8 @@
 
 Every epoch is committed with its checkpoint as it ends; a run is *claimed* atomically before it
 trains, so two processes on one database never train the same run; a claim whose owner died (same
-host, pid gone; or no heartbeat for ``STALE_AFTER`` seconds) can be taken over and resumed.
+host, pid gone; or no heartbeat for ``STALE_AFTER`` seconds) can be taken over and resumed, and the
+process that lost it writes nothing more of that run (``claims.py``).
 Weights and checkpoints are safetensors files in an artifacts directory beside the database,
 recorded relative to it with their SHA-256 (``files.py``): a store folder can be copied or
 moved. A done run whose weights file is missing or changed reads as ``damaged``. This module never
@@ -15,9 +16,7 @@ imports torch: arrays arrive as numpy.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -25,33 +24,12 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import DamagedArtifact, StoreError  # noqa: F401 - re-exported: mnistlab.store.StoreError
+from .claims import (HEARTBEAT_EVERY, STALE_AFTER, TakenOver, keep_alive, ours, owner_dead,  # noqa: F401
+                     owner_id, refuse_if_taken)
 from .files import Artifacts
 from .db import check_integrity, first_line, now, open_engine, sqlite_file, translated, where
 from .schema import (METRICS, MIGRATIONS, SCHEMA_LOCK, SCHEMA_VERSION, STATUSES, artifacts, epochs, info_table,  # noqa: F401
                      meta, runs, studies, study_runs)
-
-STALE_AFTER = 600  # seconds without a heartbeat before another host may take a running run over
-
-
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_dead(owner: str | None, heartbeat) -> bool:
-    """Whether a claim's owner (``host:pid``) is gone: its run is free to resume."""
-    if not owner:
-        return True
-    host, _, pid = owner.rpartition(":")
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
-    return heartbeat is None or (now() - heartbeat).total_seconds() > STALE_AFTER
-
 
 class Store(Artifacts):
     """A results database plus its artifacts directory. ``read_only``: for commands that only read
@@ -191,7 +169,8 @@ class Store(Artifacts):
                                          started=now(), error=None)).rowcount
             if taken != 1:
                 return None
-            return "damaged" if row.status == "done" else row.status
+        keep_alive(self.engine, self.url)  # an epoch may outlast STALE_AFTER: beat between them
+        return "damaged" if row.status == "done" else row.status
 
     def release(self, run_id: str) -> None:
         """Give a claimed run back unfinished (Ctrl-C): it stays resumable from its checkpoint."""
@@ -217,7 +196,8 @@ class Store(Artifacts):
         if environment is not None:
             values["environment"] = environment
         with self._begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            if not conn.execute(runs.update().where((runs.c.id == run_id) & ours()).values(**values)).rowcount:
+                refuse_if_taken(conn, run_id)
 
     def reset_epochs(self, run_id: str, keep: int) -> None:
         """Forget history rows after epoch ``keep`` (a resumed run continues from its checkpoint)."""

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from ..errors import DamagedArtifact
+from .claims import ours, refuse_if_taken
 from .db import now
 from .schema import artifacts, epochs, runs
 
@@ -141,10 +142,14 @@ class Artifacts:
         self._prune(run_id)
 
     def _put_epoch(self, conn: sa.Connection, run_id: str, row: dict[str, float]) -> None:
+        """One history row, and the run's epoch count and heartbeat; refused (TakenOver) where another
+        process has claimed the run meanwhile."""
+        if not conn.execute(runs.update().where((runs.c.id == run_id) & ours())
+                            .values(epochs_done=int(row["epoch"]), heartbeat=now())).rowcount:
+            refuse_if_taken(conn, run_id)
         conn.execute(epochs.delete().where((epochs.c.run_id == run_id) & (epochs.c.epoch == int(row["epoch"]))))
         conn.execute(epochs.insert().values(run_id=run_id, epoch=int(row["epoch"]),
                                             **{k: row.get(k) for k in EPOCH_COLUMNS}))
-        conn.execute(runs.update().where(runs.c.id == run_id).values(epochs_done=int(row["epoch"]), heartbeat=now()))
 
     def _rotate(self, conn: sa.Connection, run_id: str, kind: str, path: str, sha256: str) -> None:
         key = (artifacts.c.run_id == run_id) & (artifacts.c.kind == kind)
