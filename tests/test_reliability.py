@@ -314,3 +314,24 @@ def test_a_taken_run_refuses_its_epochs_and_result_but_an_unclaimed_one_takes_th
     store.add_epoch("b", row)  # nobody holds it (imports, tests): written as before
     store.finish("b", "done")
     assert store.runs()[1]["status"] == "done" and store.history("b")[0]["epoch"] == 1
+
+
+def test_listings_tell_an_interrupted_run_from_one_in_training(tmp_path, monkeypatch, capsys, mnist):
+    """`ls`, `show`, the table and the report said "running" for a run whose process was long gone
+    (killed, or Ctrl-C): nothing told the user it waits for the next `mnistlab run`."""
+    from mnistlab.report.table import comparison
+    path = write(tmp_path, TWO)
+    interrupted(path, monkeypatch, epoch=1)  # Ctrl-C after the first run's first epoch
+    store = Store.for_study(path)
+    (stopped,) = [r for r in store.runs(study="two") if r["status"] == "running"]
+    code, out, _ = invoke(capsys, "ls", path)
+    assert code == 0 and "interrupted" in out and "running" not in out and "1/2" in out
+    code, out, _ = invoke(capsys, "ls", "--store", store.database)
+    assert code == 0 and "1 interrupted" in out
+    code, out, _ = invoke(capsys, "show", stopped["id"], "--store", store.database)
+    assert code == 0 and "status: interrupted" in " ".join(out.split())
+    assert {r.status for r in comparison(store, "two")} == {"1 interrupted", "1 pending"}
+    assert 'class="badge s-interrupted"' in write_report(store, "two", tmp_path / "r.html").read_text()
+    assert store.claim(stopped["id"]) == "running"  # a live process (this one) trains it: running again
+    code, out, _ = invoke(capsys, "ls", path)
+    assert "running" in out and "interrupted" not in out

@@ -179,6 +179,7 @@ def summary(study: Path = typer.Argument(..., help="Study file (TOML)."), yes: b
 def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: list its runs."),
        store: Optional[str] = StoreOpt):
     """List studies (with run counts by status), or the runs of one study."""
+    from .store import shown_status  # "interrupted": left running by a process that is gone
     db = _store(store, Path(study) if study else None)
     if study is None:
         headers = ["study", "runs", "status", "updated", "file"]
@@ -188,7 +189,7 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
     else:
         headers = ["model", "run", "repeat", "status", "epochs", "test acc", "seconds"]
         rows = [[r["model"] + (f" [{r['point']}]" if r["point"] else ""), r["id"][:8], str(r["repeat"]),
-                 r["status"], f"{r['epochs_done']}/{r['spec']['epochs']}",
+                 shown_status(r), f"{r['epochs_done']}/{r['spec']['epochs']}",
                  f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "—",
                  f"{r['seconds']:.1f}" if r["seconds"] is not None else "—"] for r in db.runs(study=_study_name(study))]
     table = Table()
@@ -203,12 +204,12 @@ def ls(study: Optional[str] = typer.Argument(None, help="Study file or name: lis
 def show(run_id: str = typer.Argument(..., help="Run id or an unambiguous prefix (as `ls` shows)."),
          store: Optional[str] = StoreOpt):
     """Show one run: its spec, its history epoch by epoch, its final metrics."""
+    from .store import shown_status
     db = _store(store)
-    full = db.resolve(run_id)
-    run = db.runs(ids=[full], current=False)[0]
+    run = db.runs(ids=[full := db.resolve(run_id)], current=False)[0]
     spec = run["spec"]
     point = f" [{run['point']}]" if run["point"] else ""  # as `ls` and `table` label a grid point
-    out.print(f"[bold]run {full}[/bold]  {escape(run['model'] + point)}  status: {escape(run['status'])}")
+    out.print(f"[bold]run {full}[/bold]  {escape(run['model'] + point)}  status: {escape(shown_status(run))}")
     for key in ("dataset", "epochs", "batch_size", "optimizer", "loss", "validation", "callbacks", "seed",
                 "train_size", "test_size"):
         if key != "callbacks" or spec.get(key):

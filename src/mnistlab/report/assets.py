@@ -16,7 +16,7 @@ th[data-dir=asc]::after{content:" ▲"}th[data-dir=desc]::after{content:" ▼"}t
 td .spread{display:block;color:var(--muted);font-size:12px}tr.incomplete td{background:#fffcf5}
 td.best,.best-key{font-weight:700;color:var(--best);background:#ecfdf3}
 .badge{display:inline-block;white-space:nowrap;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;margin-right:4px;vertical-align:1px}
-.s-done{background:#ecfdf3;color:#067647}.s-running{background:#eff8ff;color:#175cd3}.s-pending{background:#f2f4f7;color:#475467}
+.s-done{background:#ecfdf3;color:#067647}.s-running{background:#eff8ff;color:#175cd3}.s-interrupted{background:#fffaeb;color:#b54708}.s-pending{background:#f2f4f7;color:#475467}
 .s-diverged{background:#fffaeb;color:#b54708}.s-failed,.s-damaged{background:#fef3f2;color:#b42318}.plot{width:100%}
 .note{color:var(--muted);font-size:13px;margin:6px 0 0}.mistakes{display:grid;grid-template-columns:repeat(auto-fill,minmax(78px,1fr));gap:10px}
 .mistakes figure{margin:0;text-align:center;font-size:12px}.mistakes figcaption span{color:var(--muted)}

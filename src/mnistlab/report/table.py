@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import numerics
 from ..numerics import NUMERICS
-from ..store import Store
+from ..store import Store, shown_status
 from .stats import Stat, summarize
 
 COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")  # the table's figures
@@ -145,7 +145,8 @@ def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS, varian
     done = [r for r in runs if r["status"] == "done"]
     statuses: dict[str, int] = {}
     for r in runs:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        status = shown_status(r)  # "interrupted": left running by a process that is gone
+        statuses[status] = statuses.get(status, 0) + 1
     return Row(label=label + variant, variant=variant, model=first["model"], point=first["point"] or "", sweep=spec.get("sweep", {}),
                params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
                epochs=spec["epochs"], batch_size=spec["batch_size"],

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from ..errors import DamagedArtifact, StoreError  # noqa: F401 - re-exported: mnistlab.store.StoreError
 from .claims import (HEARTBEAT_EVERY, STALE_AFTER, TakenOver, keep_alive, ours, owner_dead,  # noqa: F401
-                     owner_id, refuse_if_taken)
+                     owner_id, refuse_if_taken, shown_status)
 from .files import Artifacts
 from .db import check_integrity, first_line, now, open_engine, sqlite_file, translated, where
 from .schema import (METRICS, MIGRATIONS, SCHEMA_LOCK, SCHEMA_VERSION, STATUSES, artifacts, epochs, info_table,  # noqa: F401
@@ -218,15 +218,17 @@ class Store(Artifacts):
 
     # -- reading --------------------------------------------------------------------------
     def studies(self) -> list[dict[str, Any]]:
-        """Every study with its current runs counted by status (``damaged`` among them)."""
+        """Every study with its current runs counted by status as listings show them (``damaged``,
+        ``interrupted`` among them: :func:`shown_status`)."""
         with self._connect() as conn:
-            members = conn.execute(sa.select(study_runs.c.study, runs.c.id, runs.c.status).join(
-                runs, runs.c.id == study_runs.c.run_id).where(study_runs.c.current.is_(True))).all()
+            members = conn.execute(sa.select(study_runs.c.study, runs.c.id, runs.c.status, runs.c.owner,
+                                             runs.c.heartbeat).join(runs, runs.c.id == study_runs.c.run_id)
+                                   .where(study_runs.c.current.is_(True))).mappings().all()
             rows = conn.execute(sa.select(studies).order_by(studies.c.name)).mappings().all()
-        damaged = self.damage(sorted({i for _, i, s in members if s == "done"}))
+        damaged = self.damage(sorted({m["id"] for m in members if m["status"] == "done"}))
         by_study: dict[str, dict[str, int]] = {}
-        for name, run_id, status in members:
-            status = "damaged" if run_id in damaged else status
+        for member in members:
+            name, status = member["study"], "damaged" if member["id"] in damaged else shown_status(member)
             by_study.setdefault(name, {})[status] = by_study.setdefault(name, {}).get(status, 0) + 1
         return [dict(r, counts=by_study.get(r["name"], {})) for r in rows]
 

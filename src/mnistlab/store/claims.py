@@ -54,6 +54,14 @@ def owner_dead(owner: str | None, heartbeat) -> bool:
     return heartbeat is None or (now() - heartbeat).total_seconds() > STALE_AFTER
 
 
+def shown_status(run: dict) -> str:
+    """A run's status as listings show it: ``interrupted`` for one left ``running`` by a process that
+    is gone (killed, or Ctrl-C: it resumes on the next ``mnistlab run``), else its stored status."""
+    if run["status"] == "running" and owner_dead(run.get("owner"), run.get("heartbeat")):
+        return "interrupted"
+    return run["status"]
+
+
 def ours():
     """The runs this process may write: its own claims, and runs nobody holds (released, or never
     claimed: tests and imports write those)."""
