@@ -95,6 +95,36 @@ def test_claims_of_dead_or_silent_owners_are_taken_over(pg_url, tmp_path):
     assert [store.claim(run_id) for run_id in "abc"] == ["running", None, "running"]
 
 
+def test_heartbeats_and_a_takeover_on_postgres(pg_url, tmp_path, monkeypatch):
+    """The heartbeat thread beats on PostgreSQL between epochs, and a run another host took over
+    refuses this process's epoch and result while its other run takes them."""
+    import time
+    from mnistlab.store import TakenOver, claims
+    monkeypatch.setattr(claims, "HEARTBEAT_EVERY", 0.05)
+    store = Store(pg_url, tmp_path)
+    store.register({"name": "s"}, [spec("a"), spec("b")])
+    assert [store.claim(run_id) for run_id in "ab"] == ["pending", "pending"]
+    day_ago = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=1)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET heartbeat = :old"), {"old": day_ago})
+    deadline = time.monotonic() + 30
+    while any(r["heartbeat"] <= day_ago for r in store.runs()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(r["heartbeat"] > day_ago for r in store.runs())  # beaten, with no epoch committed
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET owner = 'elsewhere:1' WHERE id = 'a'"))
+    row = {"epoch": 1, "loss": 1.0, "accuracy": 0.5, "seconds": 1.0}
+    with pytest.raises(TakenOver, match="run a: taken over by elsewhere:1"):
+        store.add_epoch("a", row)
+    with pytest.raises(TakenOver):
+        store.finish("a", "done")
+    store.add_epoch("b", row)
+    store.finish("b", "done")
+    runs = {r["id"]: r for r in store.runs()}
+    assert (runs["a"]["status"], runs["a"]["owner"], runs["a"]["epochs_done"]) == ("running", "elsewhere:1", 0)
+    assert runs["b"]["status"] == "done" and store.history("b")[0]["epoch"] == 1 and store.history("a") == []
+
+
 def test_two_processes_train_one_study_on_postgres_once(pg_url, write_study, mnist, tmp_path):
     # both open the new, empty database at once: one creates the schema while the other waits for it
     models = {f"m{i}": [f"Dense({16 + i}, activation='relu')", "Dense(10, activation='softmax')"] for i in range(6)}
