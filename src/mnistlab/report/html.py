@@ -319,7 +319,8 @@ def export_png(figs: list[tuple[str, go.Figure]], directory: Path) -> list[Path]
 
 # ---------------------------------------------------------------- small helpers
 def _worst(statuses: dict[str, int]) -> str:
-    return next((s for s in ("failed", "damaged", "diverged", "interrupted", "running", "pending") if s in statuses), "done")
+    worst_first = ("failed", "damaged", "diverged", "interrupted", "running", "pending")
+    return next((s for s in worst_first if s in statuses), "done")
 
 
 def _time(value: dt.datetime | str) -> str:

@@ -147,8 +147,8 @@ def _row(label: str, runs: list[dict[str, Any]], version: int = NUMERICS, varian
     for r in runs:
         status = shown_status(r)  # "interrupted": left running by a process that is gone
         statuses[status] = statuses.get(status, 0) + 1
-    return Row(label=label + variant, variant=variant, model=first["model"], point=first["point"] or "", sweep=spec.get("sweep", {}),
-               params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
+    return Row(label=label + variant, variant=variant, model=first["model"], point=first["point"] or "",
+               sweep=spec.get("sweep", {}), params=next((r["params"] for r in runs if r["params"]), None), optimizer=spec["optimizer"],
                epochs=spec["epochs"], batch_size=spec["batch_size"],
                stats={m: summarize(r[m] for r in done) for m in METRICS + VALIDATION},
                statuses=statuses, run_ids=[r["id"] for r in runs], numerics=version,

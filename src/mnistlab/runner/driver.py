@@ -232,7 +232,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
             reporter.run_finished(result.spec, result.status,
                                   result.error or f"test accuracy {result.test_accuracy:.4f}")
     except TakenOver as exc:  # another process trains it now: this one's work on it ends here
-        reporter.note(str(exc) + (f"; the other runs of its group are released for the next `run`"
+        reporter.note(str(exc) + ("; the other runs of its group are released for the next `run`"
                                   if len(specs) > 1 else ""))
         return [(spec, "taken over") for spec in specs]
     return [(r.spec, r.status) for r in results]

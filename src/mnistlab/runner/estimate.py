@@ -145,8 +145,8 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
     with threads_for(workers) as threads:
         measured = _measured(store, todo, threads)
-        groups = [_resumed(_group_cost(part, measured, known, calibrate), part[0].epochs, done)
-                  for members in group_plan(todo, group) for done, part in _by_epochs_done(members, resumes)]
+        groups = [_resumed(_group_cost(part, measured, known, calibrate), part[0].epochs, after)
+                  for members in group_plan(todo, group) for after, part in _by_epochs_done(members, resumes)]
     timed = any(g.source == "calibrated" for g in groups)
     return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups,
                 busy=machine_busy() if timed else None, workers=workers)
