@@ -335,3 +335,34 @@ def test_listings_tell_an_interrupted_run_from_one_in_training(tmp_path, monkeyp
     assert store.claim(stopped["id"]) == "running"  # a live process (this one) trains it: running again
     code, out, _ = invoke(capsys, "ls", path)
     assert "running" in out and "interrupted" not in out
+
+
+# ---------------------------------------------------------------- a full disk
+@pytest.mark.parametrize("fails", ["checkpoint-2", "weights"])
+def test_a_full_disk_stops_the_study_in_one_line_and_the_rerun_resumes(tmp_path, monkeypatch, capsys, reference, fails):
+    """A checkpoint or weights file that could not be written (ENOSPC) marked the run failed, and the
+    next run too, and so on through the study; `--retry-failed` then trained each from its start.
+    The disk is the store's problem: the study stops with one line, the run keeps its last epoch."""
+    import errno
+    from mnistlab.store import files
+    path = write(tmp_path)
+    real = os.fsync
+
+    def full_disk(fd):  # the file is written, but cannot be flushed to the disk: a part-written temporary
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(fails):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "fsync", full_disk)
+        code, _, err = invoke(capsys, "run", path, "-q")
+    (line,) = [x for x in err.splitlines() if "No space left on device" in x]
+    assert code == 2 and "Traceback" not in err and f"{fails}.safetensors: cannot write" in line
+    (run,) = Store.for_study(path).runs()
+    assert run["status"] == "running" and run["error"] is None and run["epochs_done"] == (1 if fails.startswith("c") else 3)
+    assert not list((tmp_path / "mnistlab-artifacts").rglob("*.tmp*"))  # no part-written file holds space
+    code, out, _ = invoke(capsys, "ls", path)
+    assert "interrupted" in out
+    code, _, _ = invoke(capsys, "run", path, "-q")  # space freed: the plain command again
+    assert code == 0
+    same_numbers(finals(path), reference)

@@ -25,7 +25,7 @@ from ..engine.checkpoint import Checkpoint, checkpoint_from_arrays, checkpoint_t
 from ..engine.fit import Callbacks, RunResult, data_shape, fit
 from ..engine.group import fit_group
 from ..engine.options import EngineOptions
-from ..errors import DamagedArtifact, DataError
+from ..errors import DamagedArtifact, DataError, StoreError
 from ..processes import priority
 from ..spec import RunSpec, Study, expand
 from ..store import Store, TakenOver
@@ -219,9 +219,7 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
     try:
         try:
             results = train_members(specs, resume, engine, on_epoch, reporter.batch)
-        except (KeyboardInterrupt, DataError, TakenOver):  # a data problem is the study's, not the runs'
-            for spec in specs:
-                store.release(spec.id)  # keeps the checkpoint: the next `run` resumes it (not a taken one)
+        except (DataError, StoreError):  # the study's problems (data, store, disk), not the runs'
             raise
         except Exception as exc:  # noqa: BLE001 - one run's failure must not end the study
             record_failure(store, reporter, specs, failure_message(exc), traceback.format_exc(),
@@ -231,11 +229,24 @@ def _train(members: list[tuple[RunSpec, Checkpoint | None]], store: Store, repor
             save_result(store, result)
             reporter.run_finished(result.spec, result.status,
                                   result.error or f"test accuracy {result.test_accuracy:.4f}")
-    except TakenOver as exc:  # another process trains it now: this one's work on it ends here
+    except (KeyboardInterrupt, DataError, StoreError) as exc:
+        release(store, specs)  # they keep their checkpoints: the next `run` resumes them (a taken one is not ours)
+        if not isinstance(exc, TakenOver):
+            raise
         reporter.note(str(exc) + ("; the other runs of its group are released for the next `run`"
-                                  if len(specs) > 1 else ""))
+                                  if len(specs) > 1 else ""))  # another process trains it now
         return [(spec, "taken over") for spec in specs]
     return [(r.spec, r.status) for r in results]
+
+
+def release(store: Store, specs: list[RunSpec]) -> None:
+    """Give ``specs`` back unfinished, resumable from their checkpoints; where the store cannot be
+    written (the error being raised may be that), their claims end with this process instead."""
+    for spec in specs:
+        try:
+            store.release(spec.id)
+        except StoreError:
+            return
 
 
 def train_members(specs: list[RunSpec], resume: list[Checkpoint] | None, engine: EngineOptions,

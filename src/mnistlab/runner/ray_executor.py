@@ -39,7 +39,7 @@ from ..errors import OptionsError
 from ..spec import RunSpec, Study
 from ..store import Store, TakenOver
 from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, failure_message,
-                     record_failure, register, resume_point, save_result, train_members, warn_same_name)
+                     record_failure, register, release, resume_point, save_result, train_members, warn_same_name)
 from .options import RunOptions
 from .planning import epochs_done, plan
 
@@ -206,8 +206,7 @@ class _Driver:
         except BaseException:  # Ctrl-C or a store error: stop the tasks, keep their checkpoints to resume
             for ref, tag in self.refs.items():
                 self.ray.cancel(ref, force=True)
-                for spec in self.tasks[tag].specs:
-                    self.store.release(spec.id)
+                release(self.store, self.tasks[tag].specs)
             raise
         finally:
             self.inbox.shutdown()
@@ -282,8 +281,7 @@ class _Driver:
         self.settle(task, exc)
 
     def settle(self, task: _Task, exc: TakenOver) -> None:
-        for spec in task.specs:
-            self.store.release(spec.id)  # only this driver's claims: the taken run stays the other's
+        release(self.store, task.specs)  # only this driver's claims: the taken run stays the other's
         self.reporter.note(str(exc))
         self.outcome.skipped += [s.id for s in task.specs]
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
-from ..errors import DamagedArtifact
+from ..errors import DamagedArtifact, StoreError
 from .claims import ours, refuse_if_taken
 from .db import now
 from .schema import artifacts, epochs, runs
@@ -36,11 +36,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it: ``path`` is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())  # on disk before the database can point at it
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the database can point at it
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a part-written file would hold the space a full disk lacks
+        raise
 
 
 def parse(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -67,7 +71,12 @@ class Artifacts:
         Nothing is recorded yet: :meth:`save_arrays` or :meth:`commit_epoch` does that."""
         data = save_bytes({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata)
         relative = f"{run_id}/{name}.safetensors"
-        write_atomic(self.artifacts_dir / relative, data)
+        try:
+            write_atomic(self.artifacts_dir / relative, data)
+        except OSError as exc:  # a full disk, a folder made read-only: the store's problem, not the run's
+            raise StoreError(f"{self.artifacts_dir / relative}: cannot write ({exc.strerror or exc}); nothing "
+                             "of it was recorded: free space (or make the folder writable) and run the same "
+                             "command again, and runs resume from their last recorded epoch") from None
         return relative, hashlib.sha256(data).hexdigest()
 
     def save_arrays(self, run_id: str, kind: str, arrays: dict[str, np.ndarray],
