@@ -308,6 +308,13 @@ def test_a_taken_run_refuses_its_epochs_and_result_but_an_unclaimed_one_takes_th
         store.add_epoch("a", row)
     with pytest.raises(TakenOver):
         store.finish("a", "done", metrics={"test_accuracy": 0.9})
+    weights = {"w": np.ones(3, dtype=np.float32)}
+    with pytest.raises(TakenOver):  # its file would replace the new owner's (the same name)
+        store.save_arrays("a", "weights", weights)
+    with pytest.raises(TakenOver):
+        store.save_json("a", "mistakes", [])
+    assert not (store.artifacts_dir / "a").exists() and store.load_arrays("a", "weights") is None
+    store.save_arrays("b", "weights", weights)
     (a, b) = store.runs()
     assert (a["status"], a["owner"], a["epochs_done"], a["test_accuracy"], store.history("a")) == (
         "running", "elsewhere:1", 0, None, [])

@@ -69,6 +69,8 @@ class Artifacts:
                        metadata: dict[str, str] | None = None) -> tuple[str, str]:
         """Write ``<run_id>/<name>.safetensors`` atomically; returns (its relative path, its SHA-256).
         Nothing is recorded yet: :meth:`save_arrays` or :meth:`commit_epoch` does that."""
+        with self._connect() as conn:  # a file of a run another process has taken over would replace its own
+            refuse_if_taken(conn, run_id)
         data = save_bytes({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata)
         relative = f"{run_id}/{name}.safetensors"
         try:
@@ -210,6 +212,7 @@ class Artifacts:
     def _put_artifact(self, run_id: str, kind: str, **values: Any) -> None:
         key = (artifacts.c.run_id == run_id) & (artifacts.c.kind == kind)
         with self._begin() as conn:
+            refuse_if_taken(conn, run_id)
             conn.execute(artifacts.delete().where(key))
             conn.execute(artifacts.insert().values(run_id=run_id, kind=kind, **values))
 
