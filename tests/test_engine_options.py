@@ -60,6 +60,23 @@ def test_a_run_records_the_options_it_used(write_study, mnist, monkeypatch):
     assert env["dense_gemm"] == "torch" and env["graph_free_mlp_step"] is False and env["numerics"] >= 2
 
 
+def test_run_threads_sets_and_records_each_processs_threads(write_study, mnist):
+    """There was no way to train inline on fewer threads than cores (`-j N` gives cores/N each): a
+    second study beside a running one, or a run resumed as it began, needed Python."""
+    import os
+    path = write_study(tiny_study(models={"a": MLP}, epochs=1))
+    done = mnistlab("run", path, "--threads", "1", "--no-table")
+    assert "on 1 thread" in done.stderr  # the plan's estimate is timed at 1 thread too
+    assert store_of(path).runs(study="tiny")[0]["environment"]["threads"] == 1
+    if (os.cpu_count() or 1) >= 2:
+        pool = write_study(tiny_study(name="pool", models={"a": MLP, "b": ["Dense(10, activation='softmax')"]},
+                                      epochs=2), name="pool.toml")  # -j 2 gives cores/2 each; --threads overrides
+        mnistlab("run", pool, "-j", "2", "--threads", "2", "-q")
+        assert [r["environment"]["threads"] for r in store_of(pool).runs(study="pool")] == [2, 2]
+    bad = mnistlab("run", path, "--threads", "0", check=False)
+    assert bad.returncode == 2 and "--threads" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_every_user_error_derives_from_one_root():
     for cls in (StudyError, LayerError, OptimizerError, OptionsError):
         assert issubclass(cls, MnistlabError)

@@ -168,9 +168,10 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
 
 def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
-         retry_failed: bool = False, calibrate: bool = True, workers: int = 1):
+         retry_failed: bool = False, calibrate: bool = True, workers: int = 1, threads: int | None = None):
     """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`), in
-    ``workers`` local processes; ``calibrate=False`` times nothing (shapes the store has not measured get 0 seconds).
+    ``workers`` local processes (of ``threads`` torch threads each, where given); ``calibrate=False``
+    times nothing (shapes the store has not measured get 0 seconds).
 
     >>> plan("studies/quick.toml").line()
     """
@@ -178,7 +179,7 @@ def plan(study: Study | str | Path, store: Store | str | None = None, group: boo
     if not isinstance(study, Study):
         study = load_study(study)
     return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate,
-                    workers=workers)
+                    workers=workers, threads=threads)
 
 
 def _open_store(study: Study, store: Store | str | None) -> Store:

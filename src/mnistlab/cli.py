@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .console import err, fitted_table, make_reporter as _reporter, out
+from .console import err, fitted_table, make_reporter as _reporter, out, say_outcome
 from .errors import MnistlabError, UsageError
 from .wording import duration, environment_lines, group_label
 
@@ -90,6 +90,8 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
         table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table at the end."),
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the store "
                                                                 "(each with cores/N threads); 1 trains here."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads of each training process "
+                                              "(default: all cores; with --workers N, cores/N)."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Start even above 10,000 runs or 24 hours of estimated "
                                                              "training (refused otherwise)."),
         executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or ray "
@@ -114,10 +116,11 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     spec = load_study(study, yes=yes)
     executor = executor or ("processes" if workers > 1 else "inline")  # bad options fail before the plan
     options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
-    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision)
+    engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision, threads=threads)
     engine.check_available()
     db = _store(store, study, read_only=False)
-    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed, workers=workers if executor == "processes" else 1)
+    estimate = plan_api(spec, db, group=group, retry_failed=retry_failed,
+                        workers=workers if executor == "processes" else 1, threads=threads)
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
@@ -138,10 +141,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     finally:
         reporter.close()
     if not quiet:
-        again = f", resubmitted {len(outcome.resubmitted)}" if outcome.resubmitted else ""
-        err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
-                  f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}{again}; "
-                  f"store: {escape(db.where)}", highlight=False, soft_wrap=True)
+        say_outcome(outcome, db.where)
     if table:
         _print_table(db, spec.name)
     unfinished = {r["status"] for r in db.runs(study=spec.name)} & {"failed", "diverged", "damaged"}

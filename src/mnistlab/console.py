@@ -128,6 +128,14 @@ class _Reporter:
             self.progress = None
 
 
+def say_outcome(outcome, where: str) -> None:
+    """The line `run` ends with: what this call did to the study's runs, and the store."""
+    again = f", resubmitted {len(outcome.resubmitted)}" if outcome.resubmitted else ""
+    err.print(f"trained {len(outcome.trained)}, resumed {len(outcome.resumed)}, skipped {len(outcome.skipped)}"
+              f" (done or taken), diverged {len(outcome.diverged)}, failed {len(outcome.failed)}{again}; "
+              f"store: {escape(where)}", highlight=False, soft_wrap=True)
+
+
 def make_reporter(quiet: bool) -> _Reporter:
     return _Reporter(quiet)
 

@@ -64,6 +64,7 @@ class Plan:
     groups: list[GroupCost] = field(default_factory=list)
     busy: tuple[float, int] | None = None  # (load average, cores) when a group was timed on a busy machine
     workers: int = 1  # local worker processes (run -j N), each with threads = cores // workers
+    threads: int | None = None  # each training process's threads where given (run --threads N)
 
     @property
     def to_train(self) -> int:
@@ -103,8 +104,9 @@ class Plan:
             load, cores = self.busy
             busy = (f" (timed while the machine was busy, load {load:.1f} on {cores} core{'s' * (cores != 1)}: "
                     f"alone it may train several times faster)")
-        threads = worker_threads(self.workers)
-        pool = (f" in {self.workers} workers of {threads} thread{'s' * (threads != 1)}" if self.workers > 1 else "")
+        threads = self.threads or worker_threads(self.workers)
+        pool = (f" in {self.workers} workers of {threads} thread{'s' * (threads != 1)}" if self.workers > 1
+                else f" on {threads} thread{'s' * (threads != 1)}" if self.threads else "")
         return (f"{head} in {groups} group{'s' * (groups != 1)}; about {duration(self.seconds)} on this "
                 f"machine{pool}{busy}, peak memory about {self.peak_bytes / 2**20:,.0f} MiB")
 
@@ -115,23 +117,24 @@ def worker_threads(workers: int) -> int:
 
 
 @contextmanager
-def threads_for(workers: int) -> Iterator[int | None]:
-    """Time in this process as one of ``workers`` would train: its thread count for the while; None
-    (this process's own) with one worker."""
-    if workers <= 1:
+def threads_for(workers: int, threads: int | None = None) -> Iterator[int | None]:
+    """Time in this process as one of ``workers`` would train (or with ``threads`` where given): its
+    thread count for the while; None (this process's own) with one worker and no ``threads``."""
+    if workers <= 1 and not threads:
         yield None
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(worker_threads(workers))
+    before, wanted = torch.get_num_threads(), threads or worker_threads(workers)
+    torch.set_num_threads(wanted)
     try:
-        yield worker_threads(workers)
+        yield wanted
     finally:
         torch.set_num_threads(before)
 
 
 def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool = False,
-             calibrate: bool = True, workers: int = 1) -> Plan:
-    """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes);
+             calibrate: bool = True, workers: int = 1, threads: int | None = None) -> Plan:
+    """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes, of
+    ``threads`` each where given);
     ``calibrate=False`` leaves shapes the store has not measured at 0 seconds (for tests and dry listings)."""
     specs = expand(study)
     status, resumes = {}, {}
@@ -143,13 +146,13 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     todo = [s for s in specs if status.get(s.id, "pending") in ("pending", "running", *again)]
     done = sum(status.get(s.id) == "done" for s in specs)
     known: dict[Any, GroupCost] = {}  # same shape, optimizer and group size: same cost
-    with threads_for(workers) as threads:
-        measured = _measured(store, todo, threads)
+    with threads_for(workers, threads) as timed_at:
+        measured = _measured(store, todo, timed_at)
         groups = [_resumed(_group_cost(part, measured, known, calibrate), part[0].epochs, after)
                   for members in group_plan(todo, group) for after, part in _by_epochs_done(members, resumes)]
     timed = any(g.source == "calibrated" for g in groups)
     return Plan(study.name, len(specs), done, len(specs) - done - len(todo), groups,
-                busy=machine_busy() if timed else None, workers=workers)
+                busy=machine_busy() if timed else None, workers=workers, threads=threads)
 
 
 def _by_epochs_done(members: list[RunSpec], resumes: dict[str, int]) -> list[tuple[int, list[RunSpec]]]:
