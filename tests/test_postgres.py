@@ -125,6 +125,22 @@ def test_heartbeats_and_a_takeover_on_postgres(pg_url, tmp_path, monkeypatch):
     assert runs["b"]["status"] == "done" and store.history("b")[0]["epoch"] == 1 and store.history("a") == []
 
 
+def test_heartbeats_are_written_and_judged_by_the_servers_clock(pg_url, tmp_path, monkeypatch):
+    """A host whose clock runs an hour fast takes over only the run whose owner went silent."""
+    from mnistlab.store import claims
+    store = Store(pg_url, tmp_path)
+    store.register({"name": "s"}, [spec("a"), spec("b")])
+    assert [store.claim(run_id) for run_id in "ab"] == ["pending", "pending"]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET owner = 'elsewhere:1'"))
+        conn.execute(sa.text("UPDATE runs SET heartbeat = heartbeat - interval '1 day' WHERE id = 'b'"))
+        server = conn.execute(sa.text("SELECT now() AT TIME ZONE 'UTC'")).scalar()
+    assert abs((store.runs()[0]["heartbeat"] - server).total_seconds()) < 60  # naive UTC, as the schema keeps it
+    fast = claims.now() + dt.timedelta(hours=1)
+    monkeypatch.setattr(claims, "now", lambda: fast)
+    assert store.claim("a") is None and store.claim("b") == "running"
+
+
 def test_two_processes_train_one_study_on_postgres_once(pg_url, write_study, mnist, tmp_path):
     # both open the new, empty database at once: one creates the schema while the other waits for it
     models = {f"m{i}": [f"Dense({16 + i}, activation='relu')", "Dense(10, activation='softmax')"] for i in range(6)}

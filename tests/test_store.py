@@ -71,6 +71,23 @@ def test_dead_owner_is_taken_over(store):
     assert store.claim("a") == "running"
 
 
+def test_a_host_whose_clock_is_off_judges_heartbeats_by_the_databases_clock(store, monkeypatch):
+    """Each host judged another's heartbeat by its own clock: one running an hour fast took over a run
+    whose owner had beaten a moment ago (and one running slow would keep waiting on a dead owner)."""
+    import datetime as dt
+    from mnistlab.store import claims
+    store.register({"name": "s"}, [spec("a"), spec("b")])
+    assert [store.claim(r) for r in "ab"] == ["pending", "pending"]  # beaten just now
+    with store.engine.begin() as conn:  # both held by another host; b's owner went silent long ago
+        conn.exec_driver_sql("UPDATE runs SET owner = 'elsewhere:1'")
+        conn.exec_driver_sql("UPDATE runs SET heartbeat = '2000-01-01 00:00:00.000000' WHERE id = 'b'")
+    fast = claims.now() + dt.timedelta(hours=1)
+    monkeypatch.setattr(claims, "now", lambda: fast)  # this host's clock, an hour ahead
+    assert store.claim("a") is None and store.claim("b") == "running"
+    (a, b) = store.runs()
+    assert a["owner"] == "elsewhere:1" and b["heartbeat"] < fast - dt.timedelta(minutes=30)  # written by the database's clock
+
+
 def test_epochs_and_artifacts_roundtrip(store):
     store.register({"name": "s"}, [spec("abcd1234")])
     finish(store, "abcd1234", 0.9)

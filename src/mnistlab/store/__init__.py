@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from ..errors import DamagedArtifact, StoreError  # noqa: F401 - re-exported: mnistlab.store.StoreError
-from .claims import (HEARTBEAT_EVERY, STALE_AFTER, TakenOver, keep_alive, ours, owner_dead,  # noqa: F401
+from .claims import (HEARTBEAT_EVERY, STALE_AFTER, TakenOver, clock, keep_alive, ours, owner_dead,  # noqa: F401
                      owner_id, refuse_if_taken, shown_status)
 from .files import Artifacts
 from .db import check_integrity, first_line, now, open_engine, sqlite_file, translated, where
@@ -159,13 +159,14 @@ class Store(Artifacts):
                                .where(runs.c.id == run_id)).first()
             if row is None:
                 return None
-            if row.status == "running" and not owner_dead(row.owner, row.heartbeat):
+            at = clock(conn)  # the database's: the owner's heartbeats were written by it too
+            if row.status == "running" and not owner_dead(row.owner, row.heartbeat, at):
                 return None
             if row.status not in startable and row.status != "running" and not (row.status == "done" and damaged):
                 return None
             taken = conn.execute(runs.update().where((runs.c.id == run_id) & (runs.c.status == row.status)
                                                      & _same(runs.c.owner, row.owner))
-                                 .values(status="running", owner=owner_id(), heartbeat=now(),
+                                 .values(status="running", owner=owner_id(), heartbeat=at,
                                          started=now(), error=None)).rowcount
             if taken != 1:
                 return None

@@ -11,6 +11,7 @@ over: its next epoch or result is refused (:class:`TakenOver`), never written ov
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -38,8 +39,21 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def owner_dead(owner: str | None, heartbeat) -> bool:
-    """Whether a claim's owner (``host:pid``) is gone: its run is free to resume."""
+def clock(conn: sa.Connection) -> dt.datetime:
+    """The database's own time, naive UTC as stored: heartbeats are written and judged by one clock,
+    so hosts whose clocks disagree (by more than ``STALE_AFTER``, say) still agree on which are stale.
+    Other databases than SQLite and PostgreSQL: this host's clock."""
+    backend = conn.engine.url.get_backend_name()
+    if backend == "sqlite":
+        return dt.datetime.fromisoformat(conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar())
+    if backend == "postgresql":
+        return conn.exec_driver_sql("SELECT (now() AT TIME ZONE 'UTC')").scalar()
+    return now()
+
+
+def owner_dead(owner: str | None, heartbeat, at: dt.datetime | None = None) -> bool:
+    """Whether a claim's owner (``host:pid``) is gone: its run is free to resume. On this host, by its
+    pid; from another, by its heartbeat's age at ``at`` (the database's :func:`clock`; default: ours)."""
     if not owner:
         return True
     host, _, pid = owner.rpartition(":")
@@ -51,7 +65,7 @@ def owner_dead(owner: str | None, heartbeat) -> bool:
         except (PermissionError, ValueError):
             return False
         return False
-    return heartbeat is None or (now() - heartbeat).total_seconds() > STALE_AFTER
+    return heartbeat is None or ((at or now()) - heartbeat).total_seconds() > STALE_AFTER
 
 
 def shown_status(run: dict) -> str:
@@ -110,7 +124,7 @@ def beat(engine: sa.Engine) -> int:
     """Refresh the heartbeat of every run this process owns and trains; returns how many."""
     with engine.begin() as conn:
         return conn.execute(runs.update().where((runs.c.owner == owner_id()) & (runs.c.status == "running"))
-                            .values(heartbeat=now())).rowcount
+                            .values(heartbeat=clock(conn))).rowcount
 
 
 def _beat(engine: sa.Engine, key: tuple[str, int]) -> None:

@@ -25,8 +25,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from ..errors import DamagedArtifact, StoreError
-from .claims import ours, refuse_if_taken
-from .db import now
+from .claims import clock, ours, refuse_if_taken
 from .schema import artifacts, epochs, runs
 
 EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -156,7 +155,7 @@ class Artifacts:
         """One history row, and the run's epoch count and heartbeat; refused (TakenOver) where another
         process has claimed the run meanwhile."""
         if not conn.execute(runs.update().where((runs.c.id == run_id) & ours())
-                            .values(epochs_done=int(row["epoch"]), heartbeat=now())).rowcount:
+                            .values(epochs_done=int(row["epoch"]), heartbeat=clock(conn))).rowcount:
             refuse_if_taken(conn, run_id)
         conn.execute(epochs.delete().where((epochs.c.run_id == run_id) & (epochs.c.epoch == int(row["epoch"]))))
         conn.execute(epochs.insert().values(run_id=run_id, epoch=int(row["epoch"]),
