@@ -102,7 +102,8 @@ def _after_fork() -> None:  # a forked worker inherits neither the threads nor, 
     _beating.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows does not fork
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def keep_alive(engine: sa.Engine, url: str) -> None:
