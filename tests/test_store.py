@@ -72,8 +72,9 @@ def test_dead_owner_is_taken_over(store):
 
 
 def test_a_host_whose_clock_is_off_judges_heartbeats_by_the_databases_clock(store, monkeypatch):
-    """Each host judged another's heartbeat by its own clock: one running an hour fast took over a run
-    whose owner had beaten a moment ago (and one running slow would keep waiting on a dead owner)."""
+    """Each host judged another's heartbeat by Python's clock: one running an hour fast took over a run
+    whose owner had beaten a moment ago. The judgement is the database's clock's (SQLite's runs in
+    this process; PostgreSQL's is the server's, where hosts' clocks really differ: test_postgres.py)."""
     import datetime as dt
     from mnistlab.store import claims
     store.register({"name": "s"}, [spec("a"), spec("b")])

@@ -40,9 +40,9 @@ def owner_id() -> str:
 
 
 def clock(conn: sa.Connection) -> dt.datetime:
-    """The database's own time, naive UTC as stored: heartbeats are written and judged by one clock,
-    so hosts whose clocks disagree (by more than ``STALE_AFTER``, say) still agree on which are stale.
-    Other databases than SQLite and PostgreSQL: this host's clock."""
+    """The database's own time, naive UTC as stored: on PostgreSQL the server's, so heartbeats are
+    written and judged by one clock and hosts whose clocks disagree still agree on which are stale.
+    SQLite runs in this process (its clock is this host's); other databases: this host's clock."""
     backend = conn.engine.url.get_backend_name()
     if backend == "sqlite":
         return dt.datetime.fromisoformat(conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar())
