@@ -81,6 +81,15 @@ def test_same_results_as_inline_with_groups_and_workers_on_both_nodes(cluster, w
     assert on_ray(path).skipped == [r["id"] for r in runs]  # nothing trained twice
 
 
+@needs_ray
+def test_only_the_chosen_model_trains_on_the_cluster(cluster, write_study, mnist):
+    path = write_study(tiny_study(models={"a": MLP, "b": DROP}, epochs=1, extra="repeats = 2"))
+    outcome = on_ray(path, models=("b",))
+    assert len(outcome.trained) == 2 and not outcome.failed
+    assert {(r["model"], r["status"]) for r in Store.for_study(path).runs(study="tiny")} == {("a", "pending"),
+                                                                                           ("b", "done")}
+
+
 class Killer(Silent):
     """Kills the worker of run ``target`` (os.kill of the pid its task reported) when ``when`` says so."""
 

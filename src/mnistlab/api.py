@@ -28,6 +28,7 @@ from .notebook import NotebookProgress, Results, in_notebook
 from .runner.driver import Reporter
 from .runner.executors import EXECUTORS
 from .runner.options import RunOptions
+from .runner.planning import chosen
 from .spec import Study
 from .store import Store
 
@@ -142,6 +143,7 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     say how the study runs; ``engine`` how the engine computes (default: from the environment).
     ``workers > 1`` trains in that many local processes sharing the store (no progress, only notes);
     ``executor="ray"`` on a Ray cluster (``address=``; docs/DISTRIBUTED.md).
+    ``models=["model 3*"]`` trains only the runs of the models named (exact names or globs).
     ``yes`` accepts a study file of more than 10,000 runs (as in :func:`load_study`).
     Returns :class:`Results`: what this call did (``.trained``, ``.resumed``, ``.skipped``, ``.diverged``,
     ``.failed``) and the study's results as DataFrames. ``progress`` (default: only under Jupyter) shows
@@ -157,6 +159,8 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
     if options.workers > 1 and options.executor == "inline":
         options = replace(options, executor="processes")
     engine = engine or EngineOptions.from_environment(settings=study.train)  # its [train] device and precision
+    if options.models:  # a model named wrong: said before any worker or Ray task starts
+        chosen(spec_module.expand(study), options.models)
     inline = options.executor == "inline"
     bar = NotebookProgress() if inline and reporter is None and (in_notebook() if progress is None else progress) else None
     try:
@@ -168,9 +172,11 @@ def run(study: Study | str | Path, store: Store | str | None = None, reporter: R
 
 
 def plan(study: Study | str | Path, store: Store | str | None = None, group: bool = True,
-         retry_failed: bool = False, calibrate: bool = True, workers: int = 1, threads: int | None = None):
+         retry_failed: bool = False, calibrate: bool = True, workers: int = 1, threads: int | None = None,
+         models: str | tuple[str, ...] = ()):
     """What ``run`` would train and what it will cost (:class:`mnistlab.runner.estimate.Plan`), in
-    ``workers`` local processes (of ``threads`` torch threads each, where given); ``calibrate=False``
+    ``workers`` local processes (of ``threads`` torch threads each, where given), of the runs of
+    ``models`` (names or globs, as ``run``'s) where given; ``calibrate=False``
     times nothing (shapes the store has not measured get 0 seconds).
 
     >>> plan("studies/quick.toml").line()
@@ -179,7 +185,7 @@ def plan(study: Study | str | Path, store: Store | str | None = None, group: boo
     if not isinstance(study, Study):
         study = load_study(study)
     return estimate(study, _open_store(study, store), group=group, retry_failed=retry_failed, calibrate=calibrate,
-                    workers=workers, threads=threads)
+                    workers=workers, threads=threads, models=models)
 
 
 def _open_store(study: Study, store: Store | str | None) -> Store:

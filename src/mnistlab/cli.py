@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .console import err, fitted_table, make_reporter as _reporter, out, say_outcome
+from .console import err, fitted_table, make_reporter as _reporter, out, print_table, say_outcome
 from .errors import MnistlabError, UsageError
 from .wording import duration, environment_lines, group_label
 
@@ -25,6 +25,8 @@ StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [de
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
 
 
+ModelOpt = typer.Option(None, "--model", help="Only this model's runs: its name or a glob such as "
+                                                   "'model 3*' (repeatable) [default: every model].")
 YesOpt = typer.Option(False, "--yes", "-y", help="Accept a study of more than 10,000 runs (refused otherwise, "
                                                 "as a likely typo in a sweep).")
 
@@ -83,6 +85,7 @@ def _study_name(study: str) -> str:
 
 @app.command()
 def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
+        models: Optional[list[str]] = ModelOpt,
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed, diverged and damaged runs again."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress; only the table."),
         group: bool = typer.Option(True, "--group/--no-group", help="Train same-shape runs together as one "
@@ -115,12 +118,13 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     from .api import EngineOptions, RunOptions, load_study, plan as plan_api, run as run_api
     spec = load_study(study, yes=yes)
     executor = executor or ("processes" if workers > 1 else "inline")  # bad options fail before the plan
-    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address)
+    options = RunOptions(retry_failed=retry_failed, group=group, workers=workers, executor=executor, address=address,
+                         models=models or ())
     engine = EngineOptions.from_environment(settings=spec.train, device=device, precision=precision, threads=threads)
     engine.check_available()
     db = _store(store, study, read_only=False)
     estimate = plan_api(spec, db, group=group, retry_failed=retry_failed,
-                        workers=workers if executor == "processes" else 1, threads=threads)
+                        workers=workers if executor == "processes" else 1, threads=threads, models=options.models)
     if not quiet:
         err.print(escape(estimate.line()), highlight=False, soft_wrap=True)
     if estimate.over_limit() and not yes:
@@ -135,7 +139,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     except KeyboardInterrupt:
         reporter.close()
         if table:
-            _print_table(db, spec.name)
+            print_table(db, spec.name)
         _say_interrupted(db, spec.name)
         raise typer.Exit(130)
     finally:
@@ -143,7 +147,7 @@ def run(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Opt
     if not quiet:
         say_outcome(outcome, db.where)
     if table:
-        _print_table(db, spec.name)
+        print_table(db, spec.name)
     unfinished = {r["status"] for r in db.runs(study=spec.name)} & {"failed", "diverged", "damaged"}
     if unfinished or outcome.failed or outcome.diverged:
         if not quiet:
@@ -247,7 +251,7 @@ def table_cmd(study: str = typer.Argument(..., help="Study file or a study name 
     if db.study(name) is None:
         raise UsageError(f"study {name!r} is not in {db.where}; run it first (mnistlab run STUDY.toml)")
     if fmt == "text":
-        _print_table(db, name)
+        print_table(db, name)
     elif fmt in ("markdown", "csv", "json"):
         print(render(comparison(db, name), fmt))
     else:
@@ -290,7 +294,8 @@ def compare(study: str = typer.Argument(..., help="Study file or a study name in
 def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Optional[str] = StoreOpt,
          group: bool = typer.Option(True, "--group/--no-group", help="Plan same-shape runs as groups (as `run`)."),
          retry_failed: bool = typer.Option(False, "--retry-failed", help="Count failed and diverged runs as to train."),
-         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (as `run -j N`).")):
+         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (as `run -j N`)."),
+         models: Optional[list[str]] = ModelOpt):
     """What STUDY will cost before anything trains: runs, groups, multiply-adds, time and memory."""
     from .api import load_study, plan as plan_api
     from .errors import NoStore
@@ -299,7 +304,8 @@ def plan(study: Path = typer.Argument(..., help="Study file (TOML)."), store: Op
     except NoStore:  # never run yet: nothing done, nothing measured
         from .store import Store
         db = Store("sqlite:///:memory:")
-    estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed, workers=workers)
+    estimate = plan_api(load_study(study), db, group=group, retry_failed=retry_failed, workers=workers,
+                        models=tuple(models or ()))
     rows = [[group_label(g.labels, g.resumes_after), str(g.runs), f"{g.macs_per_image:,}", f"{g.macs_per_run:.3g}",
              duration(g.seconds_per_run), g.source, f"{g.peak_bytes / 2**20:,.0f}"] for g in estimate.groups]
     table = fitted_table(["group", "runs", "MACs/image", "MACs/run", "time/run", "from", "peak MiB"], rows,
@@ -378,21 +384,6 @@ def data_info(name: Optional[str] = typer.Argument(None, help="One dataset [defa
         info = data_info(each)
         for key, value in {**info, "classes": ", ".join(class_names().get(info["name"], []))}.items():
             out.print(f"{key}: {escape(str(value))}", highlight=False)
-
-
-def _print_table(db, study: str) -> None:
-    from .report.table import best, comparison, headers, text_cells
-    rows = comparison(db, study)
-    winners = best(rows)
-    table = fitted_table(headers(rows), [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
-    metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
-    for row in rows:
-        cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
-        for col, metric in metric_of.items():
-            if winners.get(metric) == row.label and len(rows) > 1:
-                cells[col] = f"[bold green]{cells[col]}[/bold green]"
-        table.add_row(*cells)
-    out.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

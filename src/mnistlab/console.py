@@ -140,3 +140,17 @@ def make_reporter(quiet: bool) -> _Reporter:
     return _Reporter(quiet)
 
 
+def print_table(db, study: str) -> None:
+    """The comparison table of ``study`` in the store, the best figure of each column in bold green."""
+    from .report.table import best, comparison, headers, text_cells
+    rows = comparison(db, study)
+    winners = best(rows)
+    table = fitted_table(headers(rows), [text_cells(row) for row in rows], out.width, title=f"study {escape(study)}")
+    metric_of = {2: "train_loss", 3: "train_accuracy", 4: "test_loss", 5: "test_accuracy"}
+    for row in rows:
+        cells = [escape(cell) for cell in text_cells(row)]  # labels hold [grid points]: not markup
+        for col, metric in metric_of.items():
+            if winners.get(metric) == row.label and len(rows) > 1:
+                cells[col] = f"[bold green]{cells[col]}[/bold green]"
+        table.add_row(*cells)
+    out.print(table)

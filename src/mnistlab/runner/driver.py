@@ -30,7 +30,7 @@ from ..processes import priority
 from ..spec import RunSpec, Study, expand
 from ..store import Store, TakenOver
 from .options import RunOptions
-from .planning import epochs_done, plan
+from .planning import chosen, epochs_done, plan
 
 
 class Reporter(Protocol):
@@ -114,7 +114,7 @@ def run_study(study: Study, store: Store, reporter: Reporter | None = None,
     if engine.threads:
         torch.set_num_threads(engine.threads)
     warn_same_name(study, store, reporter)
-    specs = register(study, store)
+    specs = chosen(register(study, store), options.models)
     rows = store.runs(study=study.name)
     status = {r["id"]: r["status"] for r in rows}
     startable = {"pending", "running"} | ({"failed", "diverged", "damaged"} if options.retry_failed else set())

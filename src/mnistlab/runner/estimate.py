@@ -33,7 +33,7 @@ from ..engine import cost
 from ..spec import RunSpec, Study, expand
 from ..store import Store
 from ..wording import duration
-from .planning import epochs_done, plan as group_plan
+from .planning import chosen, epochs_done, plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
 SECONDS_LIMIT = 24 * 3600
@@ -132,11 +132,12 @@ def threads_for(workers: int, threads: int | None = None) -> Iterator[int | None
 
 
 def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool = False,
-             calibrate: bool = True, workers: int = 1, threads: int | None = None) -> Plan:
+             calibrate: bool = True, workers: int = 1, threads: int | None = None,
+             models: str | tuple[str, ...] = ()) -> Plan:
     """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes, of
-    ``threads`` each where given);
+    ``threads`` each where given; of only the runs of ``models``, names or globs, where given);
     ``calibrate=False`` leaves shapes the store has not measured at 0 seconds (for tests and dry listings)."""
-    specs = expand(study)
+    specs = chosen(expand(study), (models,) if isinstance(models, str) else tuple(models))
     status, resumes = {}, {}
     for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
         rows = store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)

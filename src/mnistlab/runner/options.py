@@ -3,6 +3,7 @@ built once at the edge (CLI flags, API arguments) and passed down as a value.
 
 >>> api.run(study, options=RunOptions(retry_failed=True, executor="processes", workers=2))
 >>> api.run(study, options=RunOptions(executor="ray", address="auto"))   # a running Ray cluster
+>>> api.run(study, models=["model 3*"])       # only that model's runs (names or globs)
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ class RunOptions:
     workers: int = 1  # processes for the "processes" executor (each with cores / workers threads)
     address: str | None = None  # Ray: "auto", "HOST:PORT" or "ray://HOST:10001"; None: $RAY_ADDRESS or a local cluster
     resubmits: int = 3  # Ray: times a run whose worker or node died is resubmitted before it is recorded failed
+    models: tuple[str, ...] = ()  # train only these models' runs (exact names or globs); () every model
 
     def __post_init__(self) -> None:
+        models = (self.models,) if isinstance(self.models, str) else tuple(self.models)  # one name, or a list
+        if not all(isinstance(m, str) and m for m in models):
+            raise OptionsError(f"models must be model names or globs, got {self.models!r}")
+        object.__setattr__(self, "models", models)
         if self.executor not in EXECUTOR_NAMES:
             raise OptionsError(f"executor {self.executor!r} is unknown; use one of {', '.join(EXECUTOR_NAMES)}")
         if self.workers < 1:

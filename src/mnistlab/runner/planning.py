@@ -2,15 +2,35 @@
 that fit in memory, and with several workers the most work first.
 
 >>> [len(g) for g in plan(expand(study))]     # e.g. [3, 1, 1]: a group of three repeats, two lone runs
+>>> chosen(expand(study), ("model 3*",))       # only the runs of the models named (`run --model`)
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any, Mapping
 
 from ..engine import cost, memory
 from ..engine.group import MAX_GROUP, group_key
+from ..errors import OptionsError
 from ..spec import RunSpec
+
+
+def chosen(specs: list[RunSpec], models: tuple[str, ...] = ()) -> list[RunSpec]:
+    """The runs of the models ``models`` names (every run where it names none), in study order: each
+    entry is a model's exact name or a glob (``'model 3*'``, ``'*sgd*'``), matched case-sensitively
+    as the study spells it. An entry that matches no model is an OptionsError that lists the names."""
+    if not models:
+        return specs
+    names = list(dict.fromkeys(s.model for s in specs))
+    wanted: set[str] = set()
+    for pattern in models:
+        matched = [n for n in names if n == pattern or fnmatchcase(n, pattern)]
+        if not matched:
+            raise OptionsError(f"--model {pattern!r} matches no model of study {specs[0].study if specs else '?'!r}; its models: "
+                               + ", ".join(repr(n) for n in names) + " (a name, or a glob such as 'model 1*')")
+        wanted.update(matched)
+    return [s for s in specs if s.model in wanted]
 
 
 def plan(specs: list[RunSpec], group: bool = True, longest_first: bool = False,

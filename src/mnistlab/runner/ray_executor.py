@@ -41,7 +41,7 @@ from ..store import Store, TakenOver
 from .driver import (Outcome, Reporter, Silent, claim, commit_epoch, engine_change, environment, failure_message,
                      record_failure, register, release, resume_point, save_result, train_members, warn_same_name)
 from .options import RunOptions
-from .planning import epochs_done, plan
+from .planning import chosen, epochs_done, plan
 
 log = logging.getLogger(__name__)
 # what a task's result raises when its worker process, its node or its objects are gone: resubmit
@@ -191,7 +191,7 @@ class _Driver:
 
     def run(self) -> Outcome:
         warn_same_name(self.study, self.store, self.reporter)
-        specs = register(self.study, self.store)
+        specs = chosen(register(self.study, self.store), self.options.models)
         rows = self.store.runs(study=self.study.name)
         status = {r["id"]: r["status"] for r in rows}
         self.reporter.study_started(len(specs), sum(status.get(s.id) == "done" for s in specs))
