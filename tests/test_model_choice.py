@@ -69,7 +69,7 @@ def test_cli_model_in_worker_processes_and_a_wrong_name_is_one_line(write_study,
     assert "--model '[red]d' matches no model of study 'tiny'; its models: 'a', 'b', 'c [bold]x'" in wrong.stderr
     assert {r["status"] for r in store_of(path).runs(study="tiny")} <= {"pending"}  # nothing trained
     shown = mnistlab("plan", path, "--model", "c*")
-    assert "plan: 1 runs, 0 done, 1 to train" in shown.stdout
+    assert "plan: 1 run, 0 done, 1 to train" in shown.stdout
     done = mnistlab("run", path, "--model", "c [bold]x", "--model", "a", "-j", "2")
     assert done.stderr.startswith("plan: 2 runs, 0 done, 2 to train") and "trained 2" in done.stderr
     assert {r["model"]: r["status"] for r in store_of(path).runs(study="tiny")} == {

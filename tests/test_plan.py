@@ -105,7 +105,7 @@ def test_an_interrupted_run_is_estimated_by_the_epochs_it_has_left(write_study, 
         conn.execute("UPDATE runs SET status = 'running', epochs_done = 3, owner = NULL WHERE id = ?", (second["id"],))
     per_epoch = statistics.median(e["seconds"] for e in store.history(first["id"]))
     (group,) = plan(study, store).groups
-    assert (group.runs, group.resumes_after, group.source) == (1, 3, "store: 1 runs")
+    assert (group.runs, group.resumes_after, group.source) == (1, 3, "store: 1 run")
     assert group.seconds_per_run == pytest.approx(per_epoch)  # one epoch left, not four
     shown = subprocess.run([*CLI, "plan", str(path)], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
     assert shown.returncode == 0 and "a (resumes after epoch 3)" in shown.stdout
@@ -170,7 +170,7 @@ def test_with_workers_the_plan_times_at_a_workers_threads(write_study, mnist, mo
     monkeypatch.setattr(os, "cpu_count", lambda: threads * 2)  # a worker of -j 2 gets the threads it trained with
     assert plan(study, workers=2).groups == []  # all done: nothing to time
     longer = load_study(write_study(tiny_study(models={"a": MLP}, epochs=2), name="longer.toml"))
-    assert plan(longer, Store.for_study(path), workers=2).groups[0].source == "store: 1 runs"
+    assert plan(longer, Store.for_study(path), workers=2).groups[0].source == "store: 1 run"
     monkeypatch.setattr(os, "cpu_count", lambda: threads * 2 + 2)  # another thread count: calibrated instead
     assert plan(longer, Store.for_study(path), workers=2).groups[0].source == "calibrated"
 
@@ -178,10 +178,10 @@ def test_with_workers_the_plan_times_at_a_workers_threads(write_study, mnist, mo
 def test_cli_plan_and_run_print_the_estimate_and_refuse_a_huge_study(write_study, mnist):
     path = write_study(tiny_study(models={"a": MLP}, epochs=1))
     shown = subprocess.run([*CLI, "plan", path], capture_output=True, text=True, timeout=600)
-    assert shown.returncode == 0 and "plan: 1 runs, 0 done, 1 to train in 1 group; about " in shown.stdout
+    assert shown.returncode == 0 and "plan: 1 run, 0 done, 1 to train in 1 group; about " in shown.stdout
     assert "50,816" in shown.stdout  # 784 x 64 + 64 x 10 multiply-adds an image
     trained = subprocess.run([*CLI, "run", path], capture_output=True, text=True, timeout=600)
-    assert trained.returncode == 0 and trained.stderr.startswith("plan: 1 runs, 0 done, 1 to train")
+    assert trained.returncode == 0 and trained.stderr.startswith("plan: 1 run, 0 done, 1 to train")
     huge = write_study(tiny_study(models={"a": MLP}, extra="repeats = 1000") + textwrap.dedent("""
         [sweep]
         "optimizer.learning_rate" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009, 0.01, 0.011]

@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .wording import counted
+
 out = Console()
 err = Console(stderr=True)
 
@@ -80,7 +82,7 @@ class _Reporter:
             self.study = self.progress.add_task("runs", total=total, completed=done, info="")
             self.run = self.progress.add_task("run", total=1, info="", visible=False)
         elif not self.quiet:
-            err.print(f"{total} runs, {done} done already", highlight=False)
+            err.print(f"{counted(total, 'run')}, {done} done already", highlight=False)
 
     def run_started(self, specs, resumed_from: int) -> None:
         self.specs, self.spec = specs, specs[0]

@@ -14,6 +14,11 @@ def duration(seconds: float, decimals: int = 0) -> str:
     return f"{hours:,} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``10,001 runs``: a count with its noun, plural unless it is one."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def group_label(labels: list[str], resumes_after: int = 0) -> str:
     """A planned group's configurations (the first three, then how many more), and where it resumes."""
     text = ", ".join(labels[:3]) + (f" +{len(labels) - 3} more" if len(labels) > 3 else "")

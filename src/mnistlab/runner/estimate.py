@@ -32,7 +32,7 @@ import torch
 from ..engine import cost
 from ..spec import RunSpec, Study, expand
 from ..store import Store
-from ..wording import duration
+from ..wording import counted, duration
 from .planning import chosen, epochs_done, plan as group_plan
 
 RUN_LIMIT = 10_000  # `mnistlab run` asks for --yes above either limit
@@ -95,7 +95,7 @@ class Plan:
     def line(self) -> str:
         """The one-line estimate ``plan`` ends with and ``run`` prints before it starts."""
         left = f", {self.left_alone} failed or diverged left alone" if self.left_alone else ""
-        head = f"plan: {self.total} runs, {self.done} done{left}, {self.to_train} to train"
+        head = f"plan: {counted(self.total, 'run')}, {self.done} done{left}, {self.to_train} to train"
         if not self.groups:
             return head
         groups = len(self.groups)
@@ -223,7 +223,7 @@ def _group_cost(members: list[RunSpec], measured: dict[tuple, list[float]], know
         return replace(known[key], labels=labels)
     seen = measured.get(shape_key(spec))
     if seen:
-        per_run, source = statistics.median(seen) * spec.epochs, f"store: {len(seen)} runs"
+        per_run, source = statistics.median(seen) * spec.epochs, f"store: {counted(len(seen), 'run')}"
     else:
         step = cost.calibrate(members) if calibrate else 0.0
         per_run = cost.seconds_per_run(members, step)
