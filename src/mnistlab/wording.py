@@ -60,7 +60,8 @@ def _epochs(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}-{last}"
 
 
-ENGINE_KEYS = ("device", "precision", "threads", "dense_gemm", "graph_free_mlp_step", "channels_last", "numerics")
+ENGINE_KEYS = ("device", "precision", "threads", "dense_gemm", "graph_free_mlp_step", "channels_last", "numerics",
+               "cpu_capability")
 
 
 def environment_lines(env: dict[str, Any], epochs: int) -> list[str]:

@@ -96,11 +96,14 @@ class EngineOptions:
         return torch.autocast(pick_device(self.device), dtype=torch.bfloat16)
 
     def record(self) -> dict[str, Any]:
-        """What a run stores in its environment: the resolved options, the numerics version, the device's name."""
+        """What a run stores in its environment: the resolved options, the numerics version, the device's
+        name, and on a CPU the vector kernels torch dispatches to (``AVX512``, ``AVX2``): they sum in
+        other orders, so the same run on an AVX2 and an AVX-512 machine differs in the last bits."""
         used = self.resolved()
         name = torch.cuda.get_device_name(0) if used.device == "cuda" and torch.cuda.is_available() else None
         return dict(asdict(used), numerics=NUMERICS, threads=used.threads or torch.get_num_threads(),
                     **({"device_name": name} if name else {}),
+                    **({"cpu_capability": torch.backends.cpu.get_cpu_capability()} if used.device == "cpu" else {}),
                     **({"bf16_native": bf16_native(used.device)} if used.precision == "bf16" else {}))
 
 

@@ -293,9 +293,15 @@ def stretches(resume: Checkpoint | None, used: dict[str, Any]) -> list[dict[str,
     """The stretches of a run's epochs by how they were computed, with the one about to train: the
     checkpoint's list, extended when ``used`` differs from its last stretch."""
     before = list(resume.trained_with) if resume is not None else []
-    if before and {k: v for k, v in before[-1].items() if k != "from_epoch"} == used:
+    if before and not changes(before[-1], used):
         return before
     return before + [{"from_epoch": (resume.epoch if resume is not None else 0) + 1, **used}]
+
+
+def changes(last: dict[str, Any], used: dict[str, Any]) -> list[str]:
+    """``threads 1 -> 2`` for each setting ``used`` gives otherwise than the stretch ``last`` recorded;
+    a setting an older mnistlab did not record (``cpu_capability``) is unknown there, not a change."""
+    return [f"{k} {last[k]} -> {v}" for k, v in used.items() if k != "from_epoch" and k in last and last[k] != v]
 
 
 def engine_change(run_id: str, after: int, last: dict[str, Any] | None, used: dict[str, Any]) -> str | None:
@@ -303,7 +309,7 @@ def engine_change(run_id: str, after: int, last: dict[str, Any] | None, used: di
     stretch's (``last``; None: not recorded), else None."""
     if not last:
         return None
-    changed = [f"{k} {last.get(k)} -> {v}" for k, v in used.items() if k != "from_epoch" and last.get(k) != v]
+    changed = changes(last, used)
     if not changed:
         return None
     return (f"run {run_id}: resumes after epoch {after} with {', '.join(changed)}; both are recorded "
