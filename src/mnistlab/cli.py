@@ -25,8 +25,8 @@ StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite file [de
                                              "or $MNISTLAB_STORE, or ./mnistlab.db]")
 
 
-ModelOpt = typer.Option(None, "--model", help="Only this model's runs: its name or a glob such as "
-                                                   "'model 3*' (repeatable) [default: every model].")
+ModelOpt = typer.Option(None, "--model", help="Only this model's runs: its name or a glob such as 'model 3*' "
+                                              "(repeatable) [default: every model].")
 YesOpt = typer.Option(False, "--yes", "-y", help="Accept a study of more than 10,000 runs (refused otherwise, "
                                                 "as a likely typo in a sweep).")
 
