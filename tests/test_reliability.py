@@ -198,9 +198,9 @@ def test_a_run_resumed_with_other_threads_records_how_each_stretch_trained(tmp_p
 
 def test_a_run_resumed_on_a_machine_with_other_cpu_kernels_records_both(tmp_path, monkeypatch, mnist):
     """The same study trained again on another VM of the same kind differed from the first in the third
-    decimal (seed 001's model 1: epoch-1 loss 0.1993 there, 0.1998 here). This project's VMs come AVX2-only
-    or with AVX-512 (docs/PERFORMANCE.md), torch's kernels sum in another order on each, and no record said
-    which a run had. A run resumed
+    decimal where it has BatchNorm (seed 001's model 1: epoch-1 loss 0.1993 there, 0.1998 here; model 2,
+    without, the same). This project's VMs come AVX2-only or with AVX-512 (docs/PERFORMANCE.md), torch's
+    kernels sum in other orders on each, and no record said which a run had. A run resumed
     across such machines now records both stretches; a checkpoint of an older mnistlab, which did not
     record the kernels, resumes as one stretch and with no note (unknown there, not a change)."""
     import torch
