@@ -137,7 +137,7 @@ def estimate(study: Study, store: Store, group: bool = True, retry_failed: bool 
     """The cost of ``mnistlab run`` on ``study`` now (with ``workers`` local worker processes, of
     ``threads`` each where given; of only the runs of ``models``, names or globs, where given);
     ``calibrate=False`` leaves shapes the store has not measured at 0 seconds (for tests and dry listings)."""
-    specs = chosen(expand(study), (models,) if isinstance(models, str) else tuple(models))
+    specs = chosen(expand(study), models)
     status, resumes = {}, {}
     for i in range(0, len(specs), 500):  # SQL's IN (...) in chunks: a study may have 100,000 runs
         rows = store.runs(ids=[s.id for s in specs[i:i + 500]], current=False)

@@ -16,18 +16,20 @@ from ..errors import OptionsError
 from ..spec import RunSpec
 
 
-def chosen(specs: list[RunSpec], models: tuple[str, ...] = ()) -> list[RunSpec]:
-    """The runs of the models ``models`` names (every run where it names none), in study order: each
-    entry is a model's exact name or a glob (``'model 3*'``, ``'*sgd*'``), matched case-sensitively
-    as the study spells it. An entry that matches no model is an OptionsError that lists the names."""
+def chosen(specs: list[RunSpec], models: str | tuple[str, ...] = ()) -> list[RunSpec]:
+    """The runs of the models ``models`` names (one name, or several; every run where it names none),
+    in study order: each entry is a model's exact name or a glob (``'model 3*'``, ``'*sgd*'``), matched
+    case-sensitively as the study spells it. An entry that matches no model is an OptionsError that
+    lists the names."""
     if not models:
         return specs
     names = list(dict.fromkeys(s.model for s in specs))
+    study = specs[0].study if specs else "?"
     wanted: set[str] = set()
-    for pattern in models:
+    for pattern in (models,) if isinstance(models, str) else models:
         matched = [n for n in names if n == pattern or fnmatchcase(n, pattern)]
         if not matched:
-            raise OptionsError(f"--model {pattern!r} matches no model of study {specs[0].study if specs else '?'!r}; its models: "
+            raise OptionsError(f"--model {pattern!r} matches no model of study {study!r}; its models: "
                                + ", ".join(repr(n) for n in names) + " (a name, or a glob such as 'model 1*')")
         wanted.update(matched)
     return [s for s in specs if s.model in wanted]
